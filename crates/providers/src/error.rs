@@ -1,0 +1,47 @@
+/// Why a webhook's signature was not accepted. Each maps to a 401 with a
+/// stable reason code; none of them carries secret material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the {0} header is missing")]
+    MissingSignature(&'static str),
+    #[error("the {header} header is malformed: {detail}")]
+    MalformedSignature { header: &'static str, detail: &'static str },
+    #[error("the signature does not match the body with any configured key")]
+    InvalidSignature,
+    #[error("the signature timestamp is outside the allowed tolerance")]
+    StaleTimestamp,
+}
+
+impl VerifyError {
+    /// A bounded reason code for responses, logs and metric labels.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            Self::MissingSignature(_) => "missing_signature",
+            Self::MalformedSignature { .. } => "malformed_signature",
+            Self::InvalidSignature => "invalid_signature",
+            Self::StaleTimestamp => "stale_timestamp",
+        }
+    }
+}
+
+/// A correctly signed body that is not a valid payload for its provider.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the payload is not a valid {provider} webhook: {detail}")]
+    InvalidShape { provider: &'static str, detail: String },
+}
+
+impl PayloadError {
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidShape { .. } => "invalid_payload",
+        }
+    }
+
+    pub(crate) fn shape(provider: &'static str, detail: impl Into<String>) -> Self {
+        Self::InvalidShape { provider, detail: detail.into() }
+    }
+}

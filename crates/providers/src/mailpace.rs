@@ -1,0 +1,171 @@
+//! MailPace: `X-MailPace-Signature` is the strict base64 of an Ed25519
+//! signature over the raw body, checked with the sending domain's public key
+//! (strict base64, 32 bytes). A source may hold several keys: one per
+//! domain, two during a rotation.
+//!
+//! The body is `{"event": "email.delivered", "payload": {...}}`. MailPace
+//! sends no event id, so the id is derived from `payload.id`, `event` and
+//! `payload.updated_at`.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use hookbridge_event::Event;
+use hookbridge_event::data::{Bounce, BounceKind, EmailData, Normalized, Rejection, address_list};
+use hookbridge_event::taxonomy;
+use http::HeaderMap;
+
+use crate::normalize::{self, Fields, SourceMeta};
+use crate::{PayloadError, Provider, VerifyError};
+
+pub const SIGNATURE_HEADER: &str = "x-mailpace-signature";
+const HEADER_NAME: &str = "X-MailPace-Signature";
+
+/// MailPace's documented events.
+pub const EVENTS: &[&str] = &["email.queued", "email.delivered", "email.deferred", "email.bounced", "email.spam"];
+
+/// Checks MailPace signatures against a set of domain public keys.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    keys: Vec<VerifyingKey>,
+}
+
+/// Parses a public key as MailPace shows it: strict base64 of 32 bytes.
+///
+/// # Errors
+/// A message saying what is wrong with the key (never the key itself).
+pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, String> {
+    let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not strict base64".to_owned())?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("decodes to {} bytes, an Ed25519 public key has 32", b.len()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| "is not a valid Ed25519 public key".to_owned())
+}
+
+impl Verifier {
+    pub fn new(keys: Vec<VerifyingKey>) -> Self {
+        Self { keys }
+    }
+
+    pub(crate) fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+        let malformed = |detail| VerifyError::MalformedSignature { header: HEADER_NAME, detail };
+        let value = crate::hmac_sig::header_str(headers, SIGNATURE_HEADER)
+            .ok_or(VerifyError::MissingSignature(HEADER_NAME))?
+            .map_err(|()| malformed("not visible ASCII"))?;
+        let bytes = STANDARD.decode(value).map_err(|_| malformed("not strict base64"))?;
+        let signature = Signature::from_slice(&bytes).map_err(|_| malformed("not a 64-byte Ed25519 signature"))?;
+        if self.keys.iter().any(|key| key.verify_strict(body, &signature).is_ok()) {
+            Ok(())
+        } else {
+            Err(VerifyError::InvalidSignature)
+        }
+    }
+}
+
+/// The `X-MailPace-Signature` value for `body`, as MailPace computes it.
+pub fn sign(key: &SigningKey, body: &[u8]) -> String {
+    STANDARD.encode(key.sign(body).to_bytes())
+}
+
+/// MailPace's name → the normalized type. Unknown names pass through.
+pub fn normalized_type(event: &str) -> &str {
+    match event {
+        "email.spam" => taxonomy::EMAIL_REJECTED,
+        other => other,
+    }
+}
+
+pub(crate) fn normalize(body: &[u8], source: &SourceMeta, now: DateTime<Utc>) -> Result<Event, PayloadError> {
+    let shape = |detail: &str| PayloadError::shape("mailpace", detail);
+    let parsed = normalize::parse(body)?;
+    let event = parsed
+        .value
+        .get("event")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| shape("`event` must be a non-empty string"))?;
+    let payload = parsed
+        .value
+        .get("payload")
+        .filter(|p| p.is_object())
+        .ok_or_else(|| shape("`payload` must be an object"))?;
+    let payload_id = normalize::text(payload.get("id")).ok_or_else(|| shape("`payload.id` is missing"))?;
+    let updated_at = payload.get("updated_at").and_then(|v| v.as_str());
+    let id = match updated_at {
+        Some(updated_at) => {
+            normalize::derived_id("mp-", &[payload_id.as_bytes(), event.as_bytes(), updated_at.as_bytes()])
+        }
+        // Without updated_at two status changes could collide; the whole body
+        // is still the same on a redelivery.
+        None => normalize::derived_id("mp-", &[body]),
+    };
+    let ty = normalized_type(event);
+    let mut data = EmailData {
+        message_id: normalize::text(payload.get("message_id")),
+        from: normalize::text(payload.get("from")),
+        to: address_list(payload.get("to")),
+        cc: address_list(payload.get("cc")),
+        bcc: address_list(payload.get("bcc")),
+        reply_to: normalize::text(payload.get("replyto")),
+        subject: normalize::text(payload.get("subject")),
+        tags: normalize::string_list(payload.get("tags")),
+        ..EmailData::default()
+    };
+    match ty {
+        taxonomy::EMAIL_BOUNCED => data.bounce = Some(Bounce { kind: BounceKind::Hard, code: None, message: None }),
+        taxonomy::EMAIL_DEFERRED => data.bounce = Some(Bounce { kind: BounceKind::Soft, code: None, message: None }),
+        taxonomy::EMAIL_REJECTED => data.rejection = Some(Rejection { reason: "spam".to_owned() }),
+        _ => {}
+    }
+    let fields = Fields {
+        id,
+        ty: ty.to_owned(),
+        provider_event: event.to_owned(),
+        subject: data.message_id.clone().or(Some(payload_id)),
+        time: normalize::time(payload.get("updated_at")).or_else(|| normalize::time(payload.get("created_at"))),
+        normalized: Normalized::Email(data),
+    };
+    Ok(normalize::assemble(Provider::MailPace, fields, &parsed, source, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[7; 32])
+    }
+
+    fn headers(sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(SIGNATURE_HEADER, HeaderValue::from_str(sig).unwrap());
+        h
+    }
+
+    #[test]
+    fn verifies_with_any_configured_key() {
+        let other = SigningKey::from_bytes(&[9; 32]);
+        let v = Verifier::new(vec![other.verifying_key(), key().verifying_key()]);
+        let body = br#"{"event":"email.queued"}"#;
+        assert_eq!(v.verify(&headers(&sign(&key(), body)), body), Ok(()));
+        assert_eq!(v.verify(&headers(&sign(&key(), b"other")), body), Err(VerifyError::InvalidSignature));
+    }
+
+    #[test]
+    fn rejects_missing_and_malformed_signatures() {
+        let v = Verifier::new(vec![key().verifying_key()]);
+        assert_eq!(v.verify(&HeaderMap::new(), b"{}").unwrap_err().reason_code(), "missing_signature");
+        assert_eq!(v.verify(&headers("not base64!"), b"{}").unwrap_err().reason_code(), "malformed_signature");
+        assert_eq!(v.verify(&headers("AAAA"), b"{}").unwrap_err().reason_code(), "malformed_signature");
+    }
+
+    #[test]
+    fn public_keys_must_be_32_bytes_of_strict_base64() {
+        let good = STANDARD.encode(key().verifying_key().to_bytes());
+        assert!(parse_public_key(&good).is_ok());
+        assert!(parse_public_key("AAAA").unwrap_err().contains("3 bytes"));
+        assert!(parse_public_key("%%%").is_err());
+    }
+}
