@@ -1,0 +1,295 @@
+//! The behaviour every bus backend must show, as test functions over the
+//! [`Bus`] traits. A backend's tests provide a [`Store`] and run each case
+//! (see [`conformance_tests!`](crate::conformance_tests)).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use hookbridge_event::{DATA_CONTENT_TYPE, Event, EventPattern, SPEC_VERSION};
+use serde_json::value::RawValue;
+
+use crate::{Bus, Consumer, Delivery, NewGroup, PublishOutcome, StartFrom, SubscribeOptions};
+
+/// One backend store that can be opened, dropped and opened again (a restart).
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn open(&self) -> Arc<dyn Bus>;
+}
+
+/// Generates one `#[tokio::test]` per conformance case, each with a fresh
+/// store from `$store` (an async expression yielding a [`Store`]).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($store:expr) => {
+        $crate::conformance_tests!(@cases $store;
+            publish_delivers_matching_events_in_order,
+            duplicate_ids_are_stored_once,
+            group_position_survives_restart,
+            nack_redelivers_after_delay_without_blocking,
+            nacked_retry_survives_restart,
+            dropped_delivery_is_redelivered,
+            replay_from_time,
+            earliest_and_latest,
+            concurrent_consumers_share_a_group,
+            groups_are_independent,
+        );
+    };
+    (@cases $store:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $store;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A valid event of type `ty` with a unique id.
+pub fn event(ty: &str) -> Event {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let id = format!("conf-{}-{n}", std::process::id());
+    Event {
+        specversion: SPEC_VERSION.into(),
+        id: id.clone(),
+        source: "urn:hookbridge:source:conformance".into(),
+        ty: ty.into(),
+        time: Utc::now(),
+        subject: Some(format!("msg-{n}")),
+        datacontenttype: DATA_CONTENT_TYPE.into(),
+        provider: "mailpipe".into(),
+        providerevent: ty.into(),
+        ingesttime: Utc::now(),
+        data: RawValue::from_string(format!(r#"{{"resource_id":"{id}","original":{{}}}}"#)).unwrap(),
+    }
+}
+
+fn options(group: &str, patterns: &[&str], start: StartFrom) -> SubscribeOptions {
+    SubscribeOptions {
+        group: group.into(),
+        patterns: patterns.iter().map(|p| EventPattern::parse(p).unwrap()).collect(),
+        start,
+    }
+}
+
+const FROM_START: StartFrom = StartFrom::Committed { if_new: NewGroup::Earliest };
+
+async fn next(consumer: &mut Box<dyn Consumer>) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a delivery within 10s")
+        .expect("consumer works")
+}
+
+/// Asserts nothing arrives for `quiet`.
+async fn assert_quiet(consumer: &mut Box<dyn Consumer>, quiet: Duration) {
+    if let Ok(delivery) = tokio::time::timeout(quiet, consumer.next()).await {
+        panic!("expected no delivery, got {:?}", delivery.map(|d| d.event.id));
+    }
+}
+
+async fn publish(bus: &Arc<dyn Bus>, events: &[Event]) {
+    for event in events {
+        assert_eq!(bus.publish(event).await.unwrap(), PublishOutcome::Published);
+    }
+}
+
+pub async fn publish_delivers_matching_events_in_order(store: &dyn Store) {
+    let bus = store.open().await;
+    let events = [event("email.bounced"), event("email.delivered"), event("message.created"), event("email.bounced")];
+    publish(&bus, &events).await;
+    let mut consumer = bus.subscribe(options("billing", &["email.bounced", "message.*"], FROM_START)).await.unwrap();
+    for expected in [&events[0], &events[2], &events[3]] {
+        let delivery = next(&mut consumer).await;
+        assert_eq!(delivery.event.id, expected.id);
+        assert_eq!(delivery.event.ty, expected.ty);
+        assert_eq!(delivery.event.data.get(), expected.data.get());
+        assert_eq!(delivery.attempt, 1);
+        delivery.ack().await.unwrap();
+    }
+    assert_quiet(&mut consumer, Duration::from_millis(200)).await;
+}
+
+pub async fn duplicate_ids_are_stored_once(store: &dyn Store) {
+    let bus = store.open().await;
+    let e = event("email.delivered");
+    assert_eq!(bus.publish(&e).await.unwrap(), PublishOutcome::Published);
+    assert_eq!(bus.publish(&e).await.unwrap(), PublishOutcome::Duplicate);
+    // Concurrent duplicates: exactly one is stored.
+    let f = event("email.delivered");
+    let outcomes = futures_join(bus.clone(), f.clone(), 8).await;
+    assert_eq!(outcomes.iter().filter(|o| **o == PublishOutcome::Published).count(), 1, "{outcomes:?}");
+    let mut consumer = bus.subscribe(options("dups", &["*"], FROM_START)).await.unwrap();
+    for expected in [&e, &f] {
+        let d = next(&mut consumer).await;
+        assert_eq!(d.event.id, expected.id);
+        d.ack().await.unwrap();
+    }
+    assert_quiet(&mut consumer, Duration::from_millis(200)).await;
+}
+
+async fn futures_join(bus: Arc<dyn Bus>, e: Event, n: usize) -> Vec<PublishOutcome> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (bus, e) = (bus.clone(), e.clone());
+            tokio::spawn(async move { bus.publish(&e).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    outcomes
+}
+
+pub async fn group_position_survives_restart(store: &dyn Store) {
+    let events: Vec<_> = (0..4).map(|_| event("email.queued")).collect();
+    {
+        let bus = store.open().await;
+        publish(&bus, &events).await;
+        let mut consumer = bus.subscribe(options("resume", &["*"], FROM_START)).await.unwrap();
+        for e in &events[..2] {
+            let d = next(&mut consumer).await;
+            assert_eq!(d.event.id, e.id);
+            d.ack().await.unwrap();
+        }
+    }
+    let bus = store.open().await;
+    let mut consumer = bus.subscribe(options("resume", &["*"], FROM_START)).await.unwrap();
+    for e in &events[2..] {
+        let d = next(&mut consumer).await;
+        assert_eq!(d.event.id, e.id, "resumes after the acked events");
+        d.ack().await.unwrap();
+    }
+    assert_quiet(&mut consumer, Duration::from_millis(200)).await;
+}
+
+pub async fn nack_redelivers_after_delay_without_blocking(store: &dyn Store) {
+    let bus = store.open().await;
+    let (first, second) = (event("email.bounced"), event("email.bounced"));
+    publish(&bus, &[first.clone(), second.clone()]).await;
+    let mut consumer = bus.subscribe(options("retry", &["*"], FROM_START)).await.unwrap();
+    let d = next(&mut consumer).await;
+    assert_eq!(d.event.id, first.id);
+    let nacked_at = Instant::now();
+    d.nack(Duration::from_millis(400)).await.unwrap();
+    // The newer event is not held back by the pending retry.
+    let d = next(&mut consumer).await;
+    assert_eq!(d.event.id, second.id);
+    assert!(nacked_at.elapsed() < Duration::from_millis(400), "second event waited for the retry");
+    d.ack().await.unwrap();
+    let d = next(&mut consumer).await;
+    assert_eq!(d.event.id, first.id);
+    assert_eq!(d.attempt, 2);
+    assert!(nacked_at.elapsed() >= Duration::from_millis(400), "redelivered before its delay");
+    d.ack().await.unwrap();
+    assert_quiet(&mut consumer, Duration::from_millis(200)).await;
+}
+
+pub async fn nacked_retry_survives_restart(store: &dyn Store) {
+    let e = event("email.deferred");
+    {
+        let bus = store.open().await;
+        publish(&bus, std::slice::from_ref(&e)).await;
+        let mut consumer = bus.subscribe(options("durable-retry", &["*"], FROM_START)).await.unwrap();
+        next(&mut consumer).await.nack(Duration::from_millis(300)).await.unwrap();
+    }
+    let bus = store.open().await;
+    let mut consumer = bus.subscribe(options("durable-retry", &["*"], FROM_START)).await.unwrap();
+    let d = next(&mut consumer).await;
+    assert_eq!((d.event.id.as_str(), d.attempt), (e.id.as_str(), 2));
+    d.ack().await.unwrap();
+    assert_quiet(&mut consumer, Duration::from_millis(200)).await;
+}
+
+pub async fn dropped_delivery_is_redelivered(store: &dyn Store) {
+    let bus = store.open().await;
+    let e = event("email.opened");
+    publish(&bus, std::slice::from_ref(&e)).await;
+    let mut consumer = bus.subscribe(options("drop", &["*"], FROM_START)).await.unwrap();
+    drop(next(&mut consumer).await);
+    let d = next(&mut consumer).await;
+    assert_eq!(d.event.id, e.id);
+    d.ack().await.unwrap();
+}
+
+pub async fn replay_from_time(store: &dyn Store) {
+    let bus = store.open().await;
+    let before: Vec<_> = (0..3).map(|_| event("email.delivered")).collect();
+    publish(&bus, &before).await;
+    // Appends are stamped in milliseconds: step past the last one.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let since = Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after: Vec<_> = (0..3).map(|_| event("email.delivered")).collect();
+    publish(&bus, &after).await;
+    let mut consumer = bus.subscribe(options("replay", &["*"], StartFrom::Time(since))).await.unwrap();
+    for e in &after {
+        let d = next(&mut consumer).await;
+        assert_eq!(d.event.id, e.id);
+        d.ack().await.unwrap();
+    }
+    assert_quiet(&mut consumer, Duration::from_millis(200)).await;
+}
+
+pub async fn earliest_and_latest(store: &dyn Store) {
+    let bus = store.open().await;
+    let old = event("email.queued");
+    publish(&bus, std::slice::from_ref(&old)).await;
+    let mut latest = bus.subscribe(options("latest", &["*"], StartFrom::Latest)).await.unwrap();
+    let mut earliest = bus.subscribe(options("earliest", &["*"], StartFrom::Earliest)).await.unwrap();
+    let new = event("email.queued");
+    publish(&bus, std::slice::from_ref(&new)).await;
+    for (consumer, expected) in [(&mut latest, &new), (&mut earliest, &old), (&mut earliest, &new)] {
+        let d = next(consumer).await;
+        assert_eq!(d.event.id, expected.id);
+        d.ack().await.unwrap();
+    }
+}
+
+pub async fn concurrent_consumers_share_a_group(store: &dyn Store) {
+    let bus = store.open().await;
+    let events: Vec<_> = (0..200).map(|_| event("email.delivered")).collect();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let mut consumer = bus.subscribe(options("shared", &["*"], FROM_START)).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
+                got.push(d.event.id.clone());
+                d.ack().await.unwrap();
+            }
+            got
+        }));
+    }
+    publish(&bus, &events).await;
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for task in tasks {
+        let got = task.await.unwrap();
+        total += got.len();
+        seen.extend(got);
+    }
+    assert_eq!(total, events.len(), "each event delivered to exactly one consumer");
+    assert_eq!(seen, events.iter().map(|e| e.id.clone()).collect::<HashSet<_>>());
+}
+
+pub async fn groups_are_independent(store: &dyn Store) {
+    let bus = store.open().await;
+    let e = event("email.bounced");
+    publish(&bus, std::slice::from_ref(&e)).await;
+    let mut a = bus.subscribe(options("a", &["*"], FROM_START)).await.unwrap();
+    let mut b = bus.subscribe(options("b", &["email.*"], FROM_START)).await.unwrap();
+    let held = next(&mut a).await;
+    // Group a holding its delivery does not keep it from group b.
+    let d = next(&mut b).await;
+    assert_eq!(d.event.id, e.id);
+    d.ack().await.unwrap();
+    held.ack().await.unwrap();
+}

@@ -1,0 +1,308 @@
+//! The embedded bus: a durable log on local disk in one redb file, for
+//! running hookbridge on one machine with no broker.
+//!
+//! - An acknowledged publish has been committed with fsync; concurrent
+//!   publishes share one commit ([`writer`]).
+//! - Consumer groups keep a committed position; nacked events wait in a
+//!   durable retry table until due, without holding back newer events.
+//! - A time index serves replay from a point in time; retention removes
+//!   the oldest events by age and total size; an event id already held
+//!   within the dedup window is not stored again.
+//!
+//! One process owns the file (redb locks it); consumers in that process
+//! share groups.
+
+mod consumer;
+mod record;
+mod tables;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use hookbridge_event::{Event, TopicName};
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::consumer::Group;
+use self::tables::{DEDUP, DELAYED, GROUPS, LOG, META, TIME_INDEX};
+use self::writer::{Command, LogState, Writer};
+use crate::{Bus, Consumer, Error, NewGroup, PublishOutcome, Publisher, Result, StartFrom, SubscribeOptions};
+
+/// File name of the log inside the bus directory.
+pub const FILE_NAME: &str = "hookbridge-bus.redb";
+
+/// Settings of the embedded bus.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Directory holding the log file; created if missing.
+    pub path: PathBuf,
+    pub retention: Retention,
+    /// How often retention and dedup expiry run.
+    pub maintenance_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events older than this are removed.
+    pub max_age: Option<Duration>,
+    /// The oldest events are removed while the log holds more than this.
+    pub max_bytes: Option<u64>,
+    /// A republished event id is ignored for this long after the first.
+    pub dedup_window: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_bytes: None,
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl EmbeddedOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), retention: Retention::default(), maintenance_interval: Duration::from_secs(10) }
+    }
+}
+
+/// The embedded bus. Cheap to clone; all clones share one log.
+#[derive(Debug, Clone)]
+pub struct EmbeddedBus {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    db: Arc<Database>,
+    /// Taken on drop, which ends the writer thread.
+    tx: Option<mpsc::Sender<Command>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    head: watch::Receiver<u64>,
+    groups: Mutex<HashMap<String, Weak<Group>>>,
+    /// Serializes group creation, so one group is opened once.
+    subscribing: tokio::sync::Mutex<()>,
+    path: PathBuf,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after its current batch; joining
+        // it releases the file, so the bus can be reopened at once.
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn storage(e: impl Into<redb::Error>) -> Error {
+    Error::Storage(e.into().to_string())
+}
+
+impl EmbeddedBus {
+    /// Opens (or creates) the log in `options.path`, recovering it after a
+    /// crash, and starts its writer thread. Must be called within a Tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the directory or file cannot be opened, for
+    /// example because another process holds it.
+    pub fn open(options: EmbeddedOptions) -> Result<Self> {
+        std::fs::create_dir_all(&options.path)
+            .map_err(|e| Error::Storage(format!("cannot create {}: {e}", options.path.display())))?;
+        let file = options.path.join(FILE_NAME);
+        let db = Database::create(&file).map_err(|e| Error::Storage(format!("cannot open {}: {e}", file.display())))?;
+        let state = {
+            let txn = db.begin_write().map_err(storage)?;
+            txn.open_table(LOG).map_err(storage)?;
+            txn.open_table(TIME_INDEX).map_err(storage)?;
+            txn.open_table(DEDUP).map_err(storage)?;
+            txn.open_table(GROUPS).map_err(storage)?;
+            txn.open_table(DELAYED).map_err(storage)?;
+            txn.open_table(META).map_err(storage)?;
+            let state = LogState::load(&txn).map_err(storage)?;
+            txn.commit().map_err(storage)?;
+            state
+        };
+        let db = Arc::new(db);
+        let (head_tx, head) = watch::channel(state.next_seq);
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let writer = Writer { db: db.clone(), state, head: head_tx, retention: options.retention };
+        let writer = std::thread::Builder::new()
+            .name("hookbridge-bus-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::Storage(format!("cannot start the bus writer: {e}")))?;
+        tokio::spawn(writer::maintenance_loop(tx.downgrade(), options.maintenance_interval));
+        tracing::info!(path = %file.display(), next_seq = state.next_seq, "embedded bus opened");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db,
+                tx: Some(tx),
+                writer: Some(writer),
+                head,
+                groups: Mutex::default(),
+                subscribing: tokio::sync::Mutex::new(()),
+                path: options.path,
+            }),
+        })
+    }
+
+    /// The directory this bus lives in.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Runs retention and dedup expiry now rather than at the next interval.
+    ///
+    /// # Errors
+    /// When the writer is gone or the transaction failed.
+    pub async fn maintain(&self) -> Result<()> {
+        // A no-op settle behind Maintain in the same queue: its answer comes
+        // after the maintenance transaction committed.
+        self.shared.tx().send(Command::Maintain).await.map_err(|_| Error::Closed)?;
+        self.shared.send_settle("", writer::Settle::default()).await
+    }
+
+    /// Every event still in the log, oldest first, with its append time: for
+    /// tests and tools, not a hot path.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn read_all(&self) -> Result<Vec<Event>> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let log = txn.open_table(LOG).map_err(storage)?;
+        let mut events = Vec::new();
+        for entry in log.iter().map_err(storage)? {
+            let (_, bytes) = entry.map_err(storage)?;
+            if let Some(rec) = record::decode(bytes.value()) {
+                events.push(Event::from_json(rec.json).map_err(|e| Error::Storage(e.to_string()))?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Topics that currently hold events, for tests and tools.
+    ///
+    /// # Errors
+    /// On a storage failure.
+    pub fn topics(&self, prefix: &str) -> Result<Vec<(TopicName, Event)>> {
+        Ok(self.read_all()?.into_iter().map(|e| (TopicName::new(prefix, &e.ty), e)).collect())
+    }
+}
+
+impl Shared {
+    fn tx(&self) -> &mpsc::Sender<Command> {
+        self.tx.as_ref().expect("sender lives until drop")
+    }
+
+    pub(crate) async fn send_settle(&self, group: &str, settle: writer::Settle) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx()
+            .send(Command::Settle { group: group.to_owned(), settle, reply: Some(reply) })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    pub(crate) fn settle_in_background(&self, group: &str, settle: writer::Settle) {
+        let _ = self.tx().try_send(Command::Settle { group: group.to_owned(), settle, reply: None });
+    }
+
+    async fn reset(&self, group: &str, position: u64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx()
+            .send(Command::Reset { group: group.to_owned(), position, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Where `start` points, and whether the group must be reset to it.
+    fn resolve(&self, group: &str, start: StartFrom) -> Result<(u64, bool)> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let head = *self.head.borrow();
+        let first = txn.open_table(LOG).map_err(storage)?.first().map_err(storage)?.map_or(head, |(k, _)| k.value());
+        Ok(match start {
+            StartFrom::Committed { if_new } => {
+                match txn.open_table(GROUPS).map_err(storage)?.get(group).map_err(storage)? {
+                    Some(position) => (position.value(), false),
+                    None => (if if_new == NewGroup::Earliest { first } else { head }, true),
+                }
+            }
+            StartFrom::Earliest => (first, true),
+            StartFrom::Latest => (head, true),
+            StartFrom::Time(t) => {
+                let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+                let index = txn.open_table(TIME_INDEX).map_err(storage)?;
+                let at = index.range(ms..).map_err(storage)?.next().transpose().map_err(storage)?;
+                (at.map_or(head, |(_, seq)| seq.value()).max(first), true)
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Publisher for EmbeddedBus {
+    async fn publish(&self, event: &Event) -> Result<PublishOutcome> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Publish { key: event.dedup_key(), ty: event.ty.clone(), json: event.to_json(), reply };
+        self.shared.tx().send(command).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        if self.shared.tx().is_closed() { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Consumer>> {
+        if options.group.is_empty() {
+            return Err(Error::Invalid("a consumer group needs a name".into()));
+        }
+        let _creating = self.shared.subscribing.lock().await;
+        let existing = self.shared.groups.lock().expect("groups lock").get(&options.group).and_then(Weak::upgrade);
+        let group = match existing {
+            Some(group) => {
+                if group.patterns != options.patterns {
+                    return Err(Error::Invalid(format!(
+                        "group `{}` is already consuming other event types in this process",
+                        options.group
+                    )));
+                }
+                if !matches!(options.start, StartFrom::Committed { .. }) {
+                    return Err(Error::Invalid(format!(
+                        "group `{}` has active consumers; stop them before moving its position",
+                        options.group
+                    )));
+                }
+                group
+            }
+            None => {
+                let (position, reset) = self.shared.resolve(&options.group, options.start)?;
+                if reset {
+                    self.shared.reset(&options.group, position).await?;
+                }
+                let group = Arc::new(Group::open(&self.shared, &options, position)?);
+                self.shared.groups.lock().expect("groups lock").insert(options.group.clone(), Arc::downgrade(&group));
+                group
+            }
+        };
+        Ok(Box::new(consumer::EmbeddedConsumer::new(self.shared.clone(), group)))
+    }
+}
