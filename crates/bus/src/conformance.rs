@@ -246,11 +246,14 @@ pub async fn earliest_and_latest(store: &dyn Store) {
     let mut earliest = bus.subscribe(options("earliest", &["*"], StartFrom::Earliest)).await.unwrap();
     let new = event("email.queued");
     publish(&bus, std::slice::from_ref(&new)).await;
-    for (consumer, expected) in [(&mut latest, &new), (&mut earliest, &old), (&mut earliest, &new)] {
+    for (consumer, expected) in [(&mut latest, &new), (&mut earliest, &old)] {
         let d = next(consumer).await;
         assert_eq!(d.event.id, expected.id);
         d.ack().await.unwrap();
     }
+    let d = next(&mut earliest).await;
+    assert_eq!(d.event.id, new.id);
+    d.ack().await.unwrap();
 }
 
 pub async fn concurrent_consumers_share_a_group(store: &dyn Store) {
