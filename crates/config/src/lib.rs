@@ -1,0 +1,364 @@
+//! hookbridge's configuration.
+//!
+//! One TOML file, layered as defaults → file → `HOOKBRIDGE_` environment
+//! variables (`HOOKBRIDGE_INGRESS__LISTEN=0.0.0.0:8080`: `__` separates
+//! levels). [`Config::load`] returns an already-valid [`Config`] or every
+//! problem at once, each with its key path, before anything is bound.
+//! Secrets are given inline, as `env:NAME` or as `file:/path`, and are held
+//! in types whose `Debug` never shows them.
+//!
+//! - [`raw`]: the file's shape, as serde reads it (every key documented in
+//!   `docs/configuration.md`).
+//! - [`secret`]: `env:`/`file:` references.
+//! - this module: validation into [`Config`].
+
+pub mod raw;
+pub mod secret;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use hookbridge_bus::embedded::{EmbeddedOptions, Retention};
+use hookbridge_providers::whippy::{self, Scheme};
+use hookbridge_providers::{HmacSecret, Provider, Redactor, SourceMeta, Verifier, mailpace, mailpipe};
+
+pub use raw::{Backend, LogFormat, RawConfig};
+use secret::SecretRef;
+
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "HOOKBRIDGE_";
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub bus: BusSettings,
+    pub ingress: IngressSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct BusSettings {
+    pub backend: Backend,
+    pub topic_prefix: String,
+    pub embedded: EmbeddedOptions,
+}
+
+#[derive(Debug)]
+pub struct IngressSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// How long a request waits for the bus to acknowledge before it is
+    /// answered 503.
+    pub publish_timeout: Duration,
+    pub sources: Vec<Source>,
+}
+
+/// One configured webhook source: `POST /webhooks/{name}`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub provider: Provider,
+    pub verifier: Arc<Verifier>,
+    pub meta: SourceMeta,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// One problem with the configuration, at a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "the configuration has {n} problem{}:", if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            if p.path.is_empty() {
+                write!(f, "\n  - {}", p.message)?;
+            } else {
+                write!(f, "\n  - {}: {}", p.path, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { problems: vec![Problem { path: path.into(), message: message.into() }] }
+    }
+}
+
+impl Config {
+    /// Loads `path` with `HOOKBRIDGE_` overrides from the process environment.
+    ///
+    /// # Errors
+    /// Every problem found, with its key path.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::one("", format!("config file {} does not exist or is not a file", path.display())));
+        }
+        Self::from_figment(Figment::from(Toml::file_exact(path)).merge(env()))
+    }
+
+    /// Builds from TOML text (and the environment), for tests and tools.
+    ///
+    /// # Errors
+    /// Every problem found, with its key path.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)).merge(env()))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|errors| ConfigError {
+            problems: errors
+                .into_iter()
+                .map(|e| Problem { path: e.path.join("."), message: e.kind.to_string() })
+                .collect(),
+        })?;
+        Self::validate(raw)
+    }
+
+    /// Validates a parsed file completely.
+    ///
+    /// # Errors
+    /// Every problem found, with its key path.
+    pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+
+        if let Err(e) = hookbridge_event::topic::validate_prefix(&raw.bus.topic_prefix) {
+            problem("bus.topic_prefix".into(), e.to_string());
+        }
+        if raw.bus.backend != Backend::Embedded {
+            problem(
+                "bus.backend".into(),
+                format!("the `{}` backend is not available in this version; use `embedded`", raw.bus.backend.as_str()),
+            );
+        }
+        if raw.bus.embedded.path.as_os_str().is_empty() {
+            problem("bus.embedded.path".into(), "must name a directory".into());
+        }
+        if raw.ingress.max_body_bytes == 0 {
+            problem("ingress.max_body_bytes".into(), "must be greater than 0".into());
+        }
+        if raw.ingress.publish_timeout.is_zero() {
+            problem("ingress.publish_timeout".into(), "must be greater than 0".into());
+        }
+        if raw.ingress.listen == raw.admin.listen && raw.ingress.listen.port() != 0 {
+            problem("admin.listen".into(), "must differ from ingress.listen".into());
+        }
+        if let Err(e) = raw.log.level.parse::<LevelCheck>() {
+            problem("log.level".into(), e);
+        }
+
+        let mut names = HashSet::new();
+        let mut sources = Vec::new();
+        for (i, source) in raw.ingress.sources.iter().enumerate() {
+            let at = format!("ingress.sources[{i}]");
+            if !names.insert(source.name.as_str()) {
+                problem(format!("{at}.name"), format!("`{}` is used by another source", source.name));
+            }
+            match build_source(source, &at) {
+                Ok(s) => sources.push(s),
+                Err(errs) => errs.into_iter().for_each(|(p, m)| problem(p, m)),
+            }
+        }
+        if raw.ingress.sources.is_empty() {
+            problem("ingress.sources".into(), "no sources are configured: add at least one [[ingress.sources]]".into());
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        let embedded = &raw.bus.embedded;
+        Ok(Self {
+            bus: BusSettings {
+                backend: raw.bus.backend,
+                topic_prefix: raw.bus.topic_prefix.clone(),
+                embedded: EmbeddedOptions {
+                    path: embedded.path.clone(),
+                    retention: Retention {
+                        max_age: embedded.retention.max_age,
+                        max_bytes: embedded.retention.max_bytes,
+                        dedup_window: embedded.dedup_window,
+                    },
+                    maintenance_interval: embedded.maintenance_interval,
+                },
+            },
+            ingress: IngressSettings {
+                listen: raw.ingress.listen,
+                max_body_bytes: raw.ingress.max_body_bytes,
+                publish_timeout: raw.ingress.publish_timeout,
+                sources,
+            },
+            admin: AdminSettings { listen: raw.admin.listen },
+            log: LogSettings { format: raw.log.format, level: raw.log.level },
+        })
+    }
+
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.ingress.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Where the embedded bus keeps its files.
+    pub fn bus_path(&self) -> &PathBuf {
+        &self.bus.embedded.path
+    }
+}
+
+fn env() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"])
+}
+
+/// `tracing` level names, checked without depending on tracing here.
+struct LevelCheck;
+
+impl std::str::FromStr for LevelCheck {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "trace" | "debug" | "info" | "warn" | "error" | "off" => Ok(Self),
+            _ => Err(format!("`{s}` is not a level (trace, debug, info, warn, error, off)")),
+        }
+    }
+}
+
+fn valid_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+type Problems = Vec<(String, String)>;
+
+fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
+    let mut problems: Problems = Vec::new();
+    if !valid_source_name(&raw.name) {
+        problems.push((format!("{at}.name"), format!("`{}` must be 1-64 characters of a-z, 0-9, - and _", raw.name)));
+    }
+    let provider = match raw.provider.parse::<Provider>() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            problems.push((format!("{at}.provider"), e));
+            None
+        }
+    };
+    let resolve = |field: &str, list: &[SecretRef], problems: &mut Problems| -> Vec<String> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, s)| match s.resolve() {
+                Ok(v) if v.is_empty() => {
+                    problems.push((format!("{at}.{field}[{j}]"), "is empty".into()));
+                    None
+                }
+                Ok(v) => Some(v),
+                Err(e) => {
+                    problems.push((format!("{at}.{field}[{j}]"), e));
+                    None
+                }
+            })
+            .collect()
+    };
+    let keys = resolve("public_keys", &raw.public_keys, &mut problems);
+    let secrets = resolve("secrets", &raw.secrets, &mut problems);
+    if raw.signature.is_some() && provider != Some(Provider::Whippy) {
+        problems.push((format!("{at}.signature"), "only whippy sources choose a signature scheme".into()));
+    }
+    if raw.timestamp_tolerance.is_some() && provider != Some(Provider::Whippy) {
+        problems.push((format!("{at}.timestamp_tolerance"), "only whippy sources with the timestamped scheme use it".into()));
+    }
+    let verifier = match provider {
+        Some(Provider::MailPace) => {
+            if raw.public_keys.is_empty() {
+                problems.push((format!("{at}.public_keys"), "a mailpace source needs at least one public key".into()));
+            }
+            if !raw.secrets.is_empty() {
+                problems.push((format!("{at}.secrets"), "mailpace signs with Ed25519: give public_keys, not secrets".into()));
+            }
+            let parsed: Vec<_> = keys
+                .iter()
+                .enumerate()
+                .filter_map(|(j, k)| {
+                    mailpace::parse_public_key(k)
+                        .map_err(|e| problems.push((format!("{at}.public_keys[{j}]"), format!("the key {e}"))))
+                        .ok()
+                })
+                .collect();
+            Some(Verifier::MailPace(mailpace::Verifier::new(parsed)))
+        }
+        Some(p @ (Provider::Mailpipe | Provider::Whippy)) => {
+            if raw.secrets.is_empty() {
+                problems.push((format!("{at}.secrets"), format!("a {p} source needs at least one secret")));
+            }
+            if !raw.public_keys.is_empty() {
+                problems.push((format!("{at}.public_keys"), format!("{p} signs with HMAC: give secrets, not public_keys")));
+            }
+            let secrets: Vec<_> = secrets.into_iter().map(|s| HmacSecret::new(s.into_bytes())).collect();
+            if p == Provider::Mailpipe {
+                Some(Verifier::Mailpipe(mailpipe::Verifier::new(secrets)))
+            } else {
+                let scheme = match raw.signature.as_deref().map(str::parse::<Scheme>) {
+                    None => Scheme::HmacSha256Hex,
+                    Some(Ok(s)) => s,
+                    Some(Err(e)) => {
+                        problems.push((format!("{at}.signature"), e));
+                        Scheme::HmacSha256Hex
+                    }
+                };
+                if raw.timestamp_tolerance.is_some() && scheme != Scheme::Timestamped {
+                    problems.push((format!("{at}.timestamp_tolerance"), "applies only to signature = \"timestamped\"".into()));
+                }
+                let tolerance = raw.timestamp_tolerance.unwrap_or(whippy::DEFAULT_TOLERANCE);
+                Some(Verifier::Whippy(whippy::Verifier::new(secrets, scheme, tolerance)))
+            }
+        }
+        None => None,
+    };
+    for (j, field) in raw.redact_fields.iter().enumerate() {
+        if field.is_empty() || field.split('.').any(str::is_empty) {
+            problems.push((format!("{at}.redact_fields[{j}]"), format!("`{field}` is not a field name or dotted path")));
+        }
+    }
+    match (verifier, provider) {
+        (Some(verifier), Some(provider)) if problems.is_empty() => Ok(Source {
+            name: raw.name.clone(),
+            provider,
+            verifier: Arc::new(verifier),
+            meta: SourceMeta {
+                event_source: raw.event_source.clone().unwrap_or_else(|| SourceMeta::default_event_source(&raw.name)),
+                redactor: Redactor::new(&raw.redact_fields),
+            },
+        }),
+        _ => Err(problems),
+    }
+}
+
+#[cfg(test)]
+mod tests;

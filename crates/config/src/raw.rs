@@ -1,0 +1,172 @@
+//! The configuration file's shape. Every key has a default except the
+//! sources; unknown keys are errors. Documented in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::SecretRef;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub bus: BusConfig,
+    #[serde(default)]
+    pub ingress: IngressConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Embedded,
+    Nats,
+    Kafka,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Nats => "nats",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub backend: Backend,
+    /// Topics are `<topic_prefix>.<event type>`.
+    pub topic_prefix: String,
+    pub embedded: EmbeddedConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self { backend: Backend::Embedded, topic_prefix: "hookbridge".into(), embedded: EmbeddedConfig::default() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    pub path: PathBuf,
+    pub retention: RetentionConfig,
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/bus"),
+            retention: RetentionConfig::default(),
+            dedup_window: Duration::from_secs(24 * 3600),
+            maintenance_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { max_age: Some(Duration::from_secs(7 * 24 * 3600)), max_bytes: None }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    pub sources: Vec<SourceConfig>,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            publish_timeout: Duration::from_secs(5),
+            sources: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Path segment: webhooks arrive at `POST /webhooks/{name}`.
+    pub name: String,
+    pub provider: String,
+    /// MailPace: the domains' Ed25519 public keys (base64).
+    #[serde(default)]
+    pub public_keys: Vec<SecretRef>,
+    /// Mailpipe and Whippy: HMAC secrets (several during a rotation).
+    #[serde(default)]
+    pub secrets: Vec<SecretRef>,
+    /// Whippy: `hmac-sha256-hex` (default), `hmac-sha256-base64` or `timestamped`.
+    pub signature: Option<String>,
+    /// Whippy `timestamped`: how far the signed time may be from now.
+    #[serde(default, with = "humantime_serde")]
+    pub timestamp_tolerance: Option<Duration>,
+    /// Fields removed from the original payload before publishing.
+    #[serde(default)]
+    pub redact_fields: Vec<String>,
+    /// CloudEvents `source` of this source's events; default
+    /// `urn:hookbridge:source:<name>`.
+    pub event_source: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// Default level; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}

@@ -1,0 +1,152 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::SigningKey;
+use figment::Jail;
+
+use super::*;
+
+fn public_key() -> String {
+    STANDARD.encode(SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes())
+}
+
+fn example() -> String {
+    format!(
+        r#"
+[bus]
+backend = "embedded"
+topic_prefix = "acme"
+[bus.embedded]
+path = "/tmp/bus"
+dedup_window = "1h"
+[bus.embedded.retention]
+max_age = "3d"
+max_bytes = 1000000
+[ingress]
+listen = "127.0.0.1:8080"
+max_body_bytes = 4096
+[[ingress.sources]]
+name = "mailpace"
+provider = "mailpace"
+public_keys = ["{key}"]
+redact_fields = ["htmlbody", "textbody"]
+[[ingress.sources]]
+name = "mailpipe"
+provider = "mailpipe"
+secrets = ["env:TEST_MAILPIPE_SECRET"]
+[[ingress.sources]]
+name = "whippy"
+provider = "whippy"
+secrets = ["inline-whippy-key"]
+signature = "timestamped"
+timestamp_tolerance = "2m"
+[admin]
+listen = "127.0.0.1:9090"
+"#,
+        key = public_key()
+    )
+}
+
+#[test]
+fn a_complete_file_loads() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_MAILPIPE_SECRET", "s3cr3t-value");
+        let config = Config::from_toml(&example()).map_err(|e| e.to_string())?;
+        assert_eq!(config.bus.topic_prefix, "acme");
+        assert_eq!(config.bus.embedded.retention.max_age, Some(Duration::from_secs(3 * 86400)));
+        assert_eq!(config.bus.embedded.retention.max_bytes, Some(1_000_000));
+        assert_eq!(config.bus.embedded.retention.dedup_window, Duration::from_secs(3600));
+        assert_eq!(config.ingress.max_body_bytes, 4096);
+        let names: Vec<_> = config.ingress.sources.iter().map(|s| (s.name.as_str(), s.provider)).collect();
+        assert_eq!(names, [("mailpace", Provider::MailPace), ("mailpipe", Provider::Mailpipe), ("whippy", Provider::Whippy)]);
+        assert_eq!(config.source("mailpipe").unwrap().meta.event_source, "urn:hookbridge:source:mailpipe");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cr3t-value") && !debug.contains("inline-whippy-key"), "secrets in Debug: {debug}");
+        Ok(())
+    });
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_path() {
+    Jail::expect_with(|_| {
+        let text = r#"
+[bus]
+topic_prefix = "Bad Prefix"
+[[ingress.sources]]
+name = "a"
+provider = "mailpace"
+public_keys = ["AAAA"]
+[[ingress.sources]]
+name = "a"
+provider = "sendmail"
+[[ingress.sources]]
+name = "Pipe!"
+provider = "mailpipe"
+secrets = ["env:HOOKBRIDGE_TEST_UNSET_VAR"]
+signature = "timestamped"
+[[ingress.sources]]
+name = "w"
+provider = "whippy"
+secrets = ["k"]
+signature = "rot13"
+"#;
+        let err = Config::from_toml(text).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "bus.topic_prefix",
+            "ingress.sources[0].public_keys[0]",
+            "ingress.sources[1].name",
+            "ingress.sources[1].provider",
+            "ingress.sources[2].name",
+            "ingress.sources[2].secrets[0]",
+            "ingress.sources[2].signature",
+            "ingress.sources[3].signature",
+        ] {
+            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+        }
+        let text = err.to_string();
+        assert!(text.contains("HOOKBRIDGE_TEST_UNSET_VAR is not set"), "{text}");
+        assert!(text.contains("decodes to 3 bytes"), "{text}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_their_path() {
+    Jail::expect_with(|_| {
+        let err = Config::from_toml("[ingress]\nlisten = \"x\"\n").unwrap_err();
+        assert_eq!(err.problems[0].path, "ingress.listen", "{err}");
+        let err = Config::from_toml("[bus.embedded]\npaht = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("paht"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_MAILPIPE_SECRET", "x");
+        jail.set_env("HOOKBRIDGE_INGRESS__LISTEN", "127.0.0.1:18080");
+        jail.set_env("HOOKBRIDGE_BUS__EMBEDDED__PATH", "/var/lib/hookbridge");
+        let config = Config::from_toml(&example()).map_err(|e| e.to_string())?;
+        assert_eq!(config.ingress.listen.port(), 18080);
+        assert_eq!(config.bus.embedded.path, PathBuf::from("/var/lib/hookbridge"));
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "from-file\n").unwrap();
+    assert_eq!(SecretRef::parse(&format!("file:{}", file.display())).resolve().unwrap(), "from-file");
+    let missing = SecretRef::parse("file:/nonexistent/secret").resolve().unwrap_err();
+    assert!(missing.contains("/nonexistent/secret"));
+    assert!(!format!("{:?}", SecretRef::parse("hunter2")).contains("hunter2"));
+}
+
+#[test]
+fn a_missing_file_is_one_clear_problem() {
+    let err = Config::load(Path::new("/nonexistent/hookbridge.toml")).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
