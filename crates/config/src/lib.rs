@@ -57,6 +57,8 @@ pub struct IngressSettings {
     /// How long a request waits for the bus to acknowledge before it is
     /// answered 503.
     pub publish_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
     pub sources: Vec<Source>,
 }
 
@@ -215,6 +217,7 @@ impl Config {
                 listen: raw.ingress.listen,
                 max_body_bytes: raw.ingress.max_body_bytes,
                 publish_timeout: raw.ingress.publish_timeout,
+                shutdown_grace: raw.ingress.shutdown_grace,
                 sources,
             },
             admin: AdminSettings { listen: raw.admin.listen },

@@ -98,6 +98,9 @@ pub struct IngressConfig {
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     pub sources: Vec<SourceConfig>,
 }
 
@@ -107,6 +110,7 @@ impl Default for IngressConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             publish_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(25),
             sources: Vec::new(),
         }
     }

@@ -1,0 +1,132 @@
+//! The webhook ingress: `POST /webhooks/{source}` verifies the signature on
+//! the raw bytes, normalizes the body into a CloudEvent, publishes it and
+//! answers only after the bus acknowledged it.
+//!
+//! | outcome | status |
+//! |---|---|
+//! | published, or a duplicate of a held event | 200 `{"status": "accepted" \| "duplicate", "id": …}` |
+//! | missing, malformed or wrong signature; stale timestamp | 401 |
+//! | correctly signed but not a valid provider payload | 400 |
+//! | unknown source | 404 |
+//! | body over `max_body_bytes` | 413 |
+//! | the bus cannot acknowledge in time | 503 (nothing was acknowledged) |
+//!
+//! `/healthz` and `/readyz` are served by [`admin_router`] on a separate
+//! listener. [`run`] serves both until the shutdown token fires, then stops
+//! accepting, lets requests in flight finish and returns.
+
+mod error;
+mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use hookbridge_bus::Publisher;
+use hookbridge_config::{IngressSettings, Source};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::IngressError;
+
+/// What the webhook handler needs.
+#[derive(Debug)]
+pub struct Ingress {
+    sources: HashMap<String, Source>,
+    publisher: Arc<dyn Publisher>,
+    publish_timeout: Duration,
+    max_body_bytes: usize,
+}
+
+impl Ingress {
+    pub fn new(settings: &IngressSettings, publisher: Arc<dyn Publisher>) -> Self {
+        Self {
+            sources: settings.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+            publisher,
+            publish_timeout: settings.publish_timeout,
+            max_body_bytes: settings.max_body_bytes,
+        }
+    }
+
+    /// The webhook router.
+    pub fn router(self: Arc<Self>) -> Router {
+        let limit = self.max_body_bytes;
+        Router::new()
+            .route("/webhooks/{source}", post(webhook::receive))
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self)
+    }
+}
+
+/// Health and readiness, for the admin listener.
+#[derive(Debug)]
+pub struct Health {
+    publisher: Arc<dyn Publisher>,
+    draining: AtomicBool,
+}
+
+impl Health {
+    pub fn new(publisher: Arc<dyn Publisher>) -> Arc<Self> {
+        Arc::new(Self { publisher, draining: AtomicBool::new(false) })
+    }
+
+    /// Readiness drops first on shutdown, so load balancers stop sending.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `GET /healthz` (the process is alive) and `GET /readyz` (the bus can
+/// take events and the process is not shutting down).
+pub fn admin_router(health: Arc<Health>) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).with_state(health)
+}
+
+async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if health.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+    }
+    match health.publisher.check_ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(error) => {
+            tracing::warn!(%error, backend = health.publisher.backend(), "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n".to_owned())
+        }
+    }
+}
+
+/// Serves the webhook and admin routers until `shutdown` fires; then
+/// readiness drops, new connections are refused, and requests in flight
+/// finish (they are answered after their publish settles).
+///
+/// # Errors
+/// When a listener fails.
+pub async fn run(
+    ingress: Arc<Ingress>,
+    health: Arc<Health>,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let drained = shutdown.clone();
+    let draining = health.clone();
+    let webhooks = axum::serve(listener, ingress.router()).with_graceful_shutdown(async move {
+        drained.cancelled().await;
+        draining.start_draining();
+    });
+    // The admin listener outlives the webhook one: probes keep answering
+    // (not ready) while requests drain.
+    let admin_stop = CancellationToken::new();
+    let admin_server = axum::serve(admin, admin_router(health)).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
+    let admin_task = tokio::spawn(async move { admin_server.await });
+    let result = webhooks.await;
+    admin_stop.cancel();
+    admin_task.await.map_err(std::io::Error::other)??;
+    result
+}

@@ -1,0 +1,172 @@
+//! Helpers for hookbridge's tests: real servers on `127.0.0.1:0`, real
+//! signatures, and the event schema every produced event is checked against.
+//!
+//! - [`keys`]: fixed test keys and secrets, and signing of sample webhooks.
+//! - [`TestApp`]: the ingress on an embedded bus in a temp dir, served on
+//!   ephemeral loopback ports, stopped on drop.
+//! - [`assert_valid_event`]: JSON Schema validation.
+
+pub mod keys;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hookbridge_bus::Publisher;
+use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+use hookbridge_config::Config;
+use hookbridge_event::Event;
+use hookbridge_ingress::{Health, Ingress};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Asserts `event` is valid against the event JSON Schema.
+///
+/// # Panics
+/// With every validation error when it is not.
+pub fn assert_valid_event(event: &Value) {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let schema: Value = serde_json::from_str(hookbridge_event::SCHEMA_JSON).expect("schema is JSON");
+        jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
+    });
+    let errors: Vec<String> = validator.iter_errors(event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "event does not match the schema: {errors:#?}\n{event:#}");
+}
+
+/// The event as JSON, schema-checked.
+pub fn checked(event: &Event) -> Value {
+    let value: Value = serde_json::from_slice(&event.to_json()).expect("event is JSON");
+    assert_valid_event(&value);
+    value
+}
+
+/// A config with one source per provider and Whippy scheme, on an embedded
+/// bus in `bus_dir`, listening on ephemeral loopback ports.
+pub fn config_toml(bus_dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[bus]
+backend = "embedded"
+topic_prefix = "hookbridge"
+[bus.embedded]
+path = "{bus}"
+[ingress]
+listen = "127.0.0.1:0"
+max_body_bytes = 65536
+publish_timeout = "2s"
+[[ingress.sources]]
+name = "mailpace"
+provider = "mailpace"
+public_keys = ["{other_key}", "{mailpace_key}"]
+[[ingress.sources]]
+name = "mailpace-private"
+provider = "mailpace"
+public_keys = ["{mailpace_key}"]
+redact_fields = ["htmlbody", "textbody"]
+[[ingress.sources]]
+name = "mailpipe"
+provider = "mailpipe"
+secrets = ["retired-secret", "{mailpipe_secret}"]
+[[ingress.sources]]
+name = "whippy"
+provider = "whippy"
+secrets = ["{whippy_secret}"]
+signature = "hmac-sha256-hex"
+[[ingress.sources]]
+name = "whippy-base64"
+provider = "whippy"
+secrets = ["{whippy_secret}"]
+signature = "hmac-sha256-base64"
+[[ingress.sources]]
+name = "whippy-timestamped"
+provider = "whippy"
+secrets = ["{whippy_secret}"]
+signature = "timestamped"
+timestamp_tolerance = "5m"
+[admin]
+listen = "127.0.0.1:0"
+"#,
+        bus = bus_dir.display(),
+        other_key = keys::public_key_b64(&keys::other_mailpace_key()),
+        mailpace_key = keys::public_key_b64(&keys::mailpace_key()),
+        mailpipe_secret = keys::MAILPIPE_SECRET,
+        whippy_secret = keys::WHIPPY_SECRET,
+    )
+}
+
+/// The ingress on an embedded bus, served on ephemeral loopback ports.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub bus: EmbeddedBus,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: TempDir,
+}
+
+impl TestApp {
+    /// Starts the ingress with [`config_toml`] publishing to the embedded bus.
+    pub async fn spawn() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bus = EmbeddedBus::open(EmbeddedOptions::new(dir.path().join("bus"))).expect("bus opens");
+        Self::spawn_with(dir, bus.clone(), Arc::new(bus)).await
+    }
+
+    /// Starts the ingress publishing to `publisher` (for fault tests).
+    pub async fn spawn_with(dir: TempDir, bus: EmbeddedBus, publisher: Arc<dyn Publisher>) -> Self {
+        let config = Config::from_toml(&config_toml(&dir.path().join("bus"))).expect("test config is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
+        let ingress = Arc::new(Ingress::new(&config.ingress, publisher.clone()));
+        let health = Health::new(publisher);
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(hookbridge_ingress::run(ingress, health, listener, admin, shutdown.clone()));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        Self { addr, admin_addr, bus, client, shutdown, server: Some(server), _dir: dir }
+    }
+
+    pub fn url(&self, source: &str) -> String {
+        format!("http://{}/webhooks/{source}", self.addr)
+    }
+
+    /// POSTs `body` with `headers` to `/webhooks/{source}`.
+    pub async fn post(&self, source: &str, body: Vec<u8>, headers: &[(&str, String)]) -> (u16, Value) {
+        let mut request = self.client.post(self.url(source)).header("content-type", "application/json").body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.expect("request is answered");
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Every event the bus holds, each checked against the schema.
+    pub fn published(&self) -> Vec<Event> {
+        let events = self.bus.read_all().expect("bus readable");
+        events.iter().for_each(|e| {
+            checked(e);
+        });
+        events
+    }
+
+    /// Stops the servers, waiting for requests in flight.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

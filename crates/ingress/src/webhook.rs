@@ -1,0 +1,63 @@
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::Utc;
+use hookbridge_bus::PublishOutcome;
+use serde::Serialize;
+
+use crate::{Ingress, IngressError};
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Accepted {
+    status: &'static str,
+    id: String,
+}
+
+/// `POST /webhooks/{source}`: verify on the raw bytes, normalize, publish,
+/// then answer.
+pub(crate) async fn receive(
+    State(ingress): State<Arc<Ingress>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Accepted>, IngressError> {
+    let source = ingress.sources.get(&name).ok_or(IngressError::UnknownSource)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            IngressError::TooLarge(ingress.max_body_bytes)
+        } else {
+            IngressError::UnreadableBody
+        }
+    })?;
+    let now = Utc::now();
+    if let Err(error) = source.verifier.verify(&headers, &body, now) {
+        tracing::warn!(source = %name, reason = error.reason_code(), "webhook rejected: signature");
+        return Err(error.into());
+    }
+    let event = hookbridge_providers::normalize(source.provider, &body, &source.meta, now).map_err(|error| {
+        tracing::warn!(source = %name, reason = error.reason_code(), %error, "webhook rejected: payload");
+        IngressError::from(error)
+    })?;
+    let published = tokio::time::timeout(ingress.publish_timeout, ingress.publisher.publish(&event)).await;
+    let outcome = match published {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => {
+            tracing::error!(source = %name, event_id = %event.id, %error, "publish failed; answered 503");
+            return Err(IngressError::Unavailable);
+        }
+        Err(_) => {
+            tracing::error!(source = %name, event_id = %event.id, timeout = ?ingress.publish_timeout, "publish not acknowledged in time; answered 503");
+            return Err(IngressError::Unavailable);
+        }
+    };
+    let status = match outcome {
+        PublishOutcome::Published => "accepted",
+        PublishOutcome::Duplicate => "duplicate",
+    };
+    tracing::debug!(source = %name, event_id = %event.id, event_type = %event.ty, status, "webhook accepted");
+    Ok(Json(Accepted { status, id: event.id }))
+}
