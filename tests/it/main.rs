@@ -1,0 +1,7 @@
+//! End-to-end tests of hookbridge: real HTTP on loopback ports, real
+//! signatures, the real embedded bus, and the `hookbridge` binary itself.
+
+mod binary;
+mod matrix;
+mod rejections;
+mod unavailable;
