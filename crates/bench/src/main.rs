@@ -1,1 +1,328 @@
-fn main(){}
+//! `hookbridge-bench`: measures the ingress of a real `hookbridge` process
+//! over loopback with signed MailPace (Ed25519) and Mailpipe (HMAC)
+//! webhooks at a fixed number of keep-alive connections, and prints each
+//! figure next to the same run's ceilings: an axum handler that only reads
+//! the body, and the embedded bus's raw publish rate.
+//!
+//! Every request is a distinct event (unique ids, pre-signed before the
+//! clock starts), so every 200 is a durable, fsync'd publish.
+
+mod load;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use chrono::Utc;
+use clap::Parser;
+use hookbridge_bus::Publisher;
+use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+use hookbridge_testkit::keys;
+
+use crate::load::{Report, Request};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark the hookbridge ingress over loopback")]
+struct Args {
+    /// The hookbridge binary to measure (build it with --release).
+    #[arg(long, default_value = "target/release/hookbridge")]
+    hookbridge: PathBuf,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured time per scenario.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before each scenario.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Internal: serve the body-only ceiling handler and print its address.
+    #[arg(long, hide = true)]
+    ceiling_server: bool,
+    /// Print the cost of each step of a request (verify, normalize, encode) and exit.
+    #[arg(long)]
+    steps: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.ceiling_server {
+        return ceiling_server();
+    }
+    if args.steps {
+        steps();
+        return Ok(());
+    }
+    // The load generator's own runtime: two workers, like the machine.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+/// Requests needed for a scenario at up to `max_rate` req/s.
+fn budget(args: &Args, max_rate: u64) -> usize {
+    (max_rate as f64 * (args.duration + args.warmup).as_secs_f64()) as usize
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if !args.hookbridge.is_file() {
+        bail!("{} not found: run `cargo build --release` first", args.hookbridge.display());
+    }
+    println!(
+        "hookbridge ingress benchmark: {} connections, {:?} warm-up, {:?} measured, loopback, {} CPUs",
+        args.connections,
+        args.warmup,
+        args.duration,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!("preparing signed requests...");
+    let mailpace = signed_requests("mailpace", "email.delivered", budget(&args, 40_000));
+    let mailpipe = signed_requests("mailpipe", "email.sent", budget(&args, 60_000));
+    let mut reports = Vec::new();
+
+    // Ceiling 1: an axum handler that only reads the body.
+    let mut ceiling = Server::ceiling()?;
+    reports.push(load::run("ceiling: axum, body only", ceiling.addr, &mailpace, true, &args).await?);
+    ceiling.stop();
+
+    // Ceiling 2: the embedded bus's own publish rate with the same concurrency.
+    reports.push(bus_ceiling(&args).await?);
+
+    // hookbridge itself, one fresh bus per scenario.
+    for (name, requests) in [("hookbridge: MailPace (Ed25519)", &mailpace), ("hookbridge: Mailpipe (HMAC)", &mailpipe)] {
+        let dir = tempfile::tempdir()?;
+        let mut server = Server::hookbridge(&args.hookbridge, dir.path())?;
+        reports.push(load::run(name, server.addr, requests, false, &args).await?);
+        server.stop();
+    }
+
+    println!();
+    println!("{:<34} {:>10} {:>9} {:>9} {:>9} {:>8}", "scenario", "req/s", "p50 ms", "p99 ms", "max ms", "errors");
+    for r in &reports {
+        println!(
+            "{:<34} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+            r.name, r.rate, r.p50_ms, r.p99_ms, r.max_ms, r.errors
+        );
+    }
+    let ceiling_rate = reports[0].rate;
+    for r in &reports[2..] {
+        println!("{}: {:.0}% of the body-only ceiling", r.name, 100.0 * r.rate / ceiling_rate);
+    }
+    Ok(())
+}
+
+/// Distinct signed webhooks for one test source, signed on all cores.
+fn signed_requests(source: &'static str, event: &'static str, count: usize) -> Arc<Vec<Request>> {
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let now = Utc::now();
+    let chunks: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let signer = keys::signer(source);
+                (t..count)
+                    .step_by(threads)
+                    .map(|seq| {
+                        let (body, (header, value)) = keys::signed(&signer, event, seq as u64, now);
+                        Request { path: format!("/webhooks/{source}"), header, value, body: Bytes::from(body) }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    Arc::new(chunks.into_iter().flat_map(|c| c.join().expect("signing thread")).collect())
+}
+
+async fn bus_ceiling(args: &Args) -> anyhow::Result<Report> {
+    let dir = tempfile::tempdir()?;
+    let bus = Arc::new(EmbeddedBus::open(EmbeddedOptions::new(dir.path()))?);
+    let events: Arc<Vec<_>> = Arc::new((0..budget(args, 60_000)).map(|_| hookbridge_bus_event()).collect());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + args.warmup + args.duration;
+    let measure_from = started + args.warmup;
+    let tasks: Vec<_> = (0..args.connections)
+        .map(|_| {
+            let (bus, events, next) = (bus.clone(), events.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut histogram = load::histogram();
+                let mut errors = 0u64;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let now = Instant::now();
+                    if i >= events.len() || now >= deadline {
+                        break;
+                    }
+                    let result = bus.publish(&events[i]).await;
+                    if now >= measure_from {
+                        if result.is_ok() {
+                            histogram.saturating_record(now.elapsed().as_micros() as u64);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                }
+                (histogram, errors)
+            })
+        })
+        .collect();
+    let mut merged = load::histogram();
+    let mut errors = 0;
+    for task in tasks {
+        let (h, e) = task.await?;
+        merged.add(&h)?;
+        errors += e;
+    }
+    let measured = (Instant::now().min(deadline) - measure_from).as_secs_f64();
+    Ok(Report::new("ceiling: embedded bus publish", &merged, errors, measured))
+}
+
+fn hookbridge_bus_event() -> hookbridge_event::Event {
+    let signer = keys::signer("mailpace");
+    let (body, _) = keys::signed(&signer, "email.delivered", rand_seq(), Utc::now());
+    let meta = hookbridge_providers::SourceMeta {
+        event_source: "urn:hookbridge:source:bench".into(),
+        redactor: hookbridge_providers::Redactor::default(),
+    };
+    hookbridge_providers::normalize(hookbridge_providers::Provider::MailPace, &body, &meta, Utc::now()).expect("sample normalizes")
+}
+
+fn rand_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A server process under test, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn ceiling() -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--ceiling-server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the ceiling server")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        Ok(Self { child, addr: line.trim().parse().context("ceiling server address")? })
+    }
+
+    fn hookbridge(binary: &PathBuf, dir: &std::path::Path) -> anyhow::Result<Self> {
+        let config = dir.join("hookbridge.toml");
+        std::fs::write(&config, hookbridge_testkit::config_toml(&dir.join("bus")))?;
+        let mut child = Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting hookbridge")?;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("hookbridge listening") {
+                    let addr = line.split_whitespace().find_map(|f| f.strip_prefix("webhooks=")).map(str::to_owned);
+                    let _ = tx.send(addr);
+                } else if line.contains("ERROR") || line.contains("WARN") {
+                    eprintln!("hookbridge: {line}");
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30))?.context("hookbridge did not report its address")?;
+        Ok(Self { child, addr: addr.parse()? })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The ceiling: accept the POST, read the whole body, answer a small JSON.
+fn ceiling_server() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let app = axum::Router::new().route(
+            "/webhooks/{source}",
+            axum::routing::post(|body: Bytes| async move {
+                std::hint::black_box(&body);
+                axum::Json(serde_json_value())
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+fn serde_json_value() -> &'static str {
+    r#"{"status":"accepted","id":"ceiling"}"#
+}
+
+/// Per-request cost of each step, single-threaded.
+fn steps() {
+    use hookbridge_providers::{Provider, Redactor, SourceMeta};
+    let meta = SourceMeta { event_source: "urn:hookbridge:source:bench".into(), redactor: Redactor::default() };
+    let time = |name: &str, n: u32, mut f: Box<dyn FnMut()>| {
+        for _ in 0..n / 10 {
+            f();
+        }
+        let started = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        println!("{name:<44} {:>8.2} µs", started.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    };
+    let now = Utc::now();
+    for (source, event) in [("mailpace", "email.delivered"), ("mailpipe", "email.sent")] {
+        let signer = keys::signer(source);
+        let (body, (header, value)) = keys::signed(&signer, event, 1, now);
+        let mut headers = hookbridge_providers_headers(header, &value);
+        let provider = signer.provider();
+        let verifier = match provider {
+            Provider::MailPace => hookbridge_providers::Verifier::MailPace(hookbridge_providers::mailpace::Verifier::new(vec![
+                keys::mailpace_key().verifying_key(),
+            ])),
+            _ => hookbridge_providers::Verifier::Mailpipe(hookbridge_providers::mailpipe::Verifier::new(vec![
+                hookbridge_providers::HmacSecret::new(keys::MAILPIPE_SECRET.into()),
+            ])),
+        };
+        println!("{source}: body {} bytes", body.len());
+        let b = body.clone();
+        let v = std::sync::Arc::new(verifier);
+        let v2 = v.clone();
+        headers.insert("x-unused", "1".parse().unwrap());
+        let h = headers.clone();
+        time(&format!("  verify ({source})"), 20_000, Box::new(move || assert!(v2.verify(&h, &b, now).is_ok())));
+        let b = body.clone();
+        let m = meta.clone();
+        time(&format!("  normalize ({source})"), 20_000, Box::new(move || {
+            std::hint::black_box(hookbridge_providers::normalize(provider, &b, &m, now).unwrap());
+        }));
+        let e = hookbridge_providers::normalize(provider, &body, &meta, now).unwrap();
+        println!("  event JSON {} bytes", e.to_json().len());
+        time(&format!("  event to JSON ({source})"), 20_000, Box::new(move || {
+            std::hint::black_box(e.to_json());
+        }));
+    }
+}
+
+fn hookbridge_providers_headers(name: &'static str, value: &str) -> axum::http::HeaderMap {
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(name, value.parse().expect("header value"));
+    headers
+}

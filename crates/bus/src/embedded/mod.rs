@@ -28,7 +28,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::consumer::Group;
-use self::tables::{DEDUP, DELAYED, GROUPS, LOG, META, TIME_INDEX};
+use self::tables::{DEDUP_KEYS, DELAYED, GROUPS, LOG, META, TIME_INDEX};
 use self::writer::{Command, LogState, Writer};
 use crate::{Bus, Consumer, Error, NewGroup, PublishOutcome, Publisher, Result, StartFrom, SubscribeOptions};
 
@@ -126,18 +126,20 @@ impl EmbeddedBus {
             let txn = db.begin_write().map_err(storage)?;
             txn.open_table(LOG).map_err(storage)?;
             txn.open_table(TIME_INDEX).map_err(storage)?;
-            txn.open_table(DEDUP).map_err(storage)?;
+            txn.open_table(DEDUP_KEYS).map_err(storage)?;
             txn.open_table(GROUPS).map_err(storage)?;
             txn.open_table(DELAYED).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
             let state = LogState::load(&txn).map_err(storage)?;
+            let dedup = writer::load_dedup(&txn).map_err(storage)?;
             txn.commit().map_err(storage)?;
-            state
+            (state, dedup)
         };
+        let (state, dedup) = state;
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(state.next_seq);
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let writer = Writer { db: db.clone(), state, head: head_tx, retention: options.retention };
+        let writer = Writer { db: db.clone(), state, head: head_tx, retention: options.retention, dedup };
         let writer = std::thread::Builder::new()
             .name("hookbridge-bus-writer".into())
             .spawn(move || writer.run(rx))

@@ -6,13 +6,17 @@ use redb::{ReadableTable, TableDefinition};
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// Append time in unix ms → first seq appended in that millisecond: replay by time.
 pub(crate) const TIME_INDEX: TableDefinition<u64, u64> = TableDefinition::new("time_index");
-/// Dedup key (source and event id) → seq of the event that holds it.
-pub(crate) const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
+/// seq → 16-byte hash of the dedup key (source and event id) and the
+/// append time in ms: an append-only journal of the dedup window. The
+/// index itself is a map in the writer's memory, rebuilt from this table on
+/// open; appending here dirties only the last page, whereas a B-tree keyed
+/// by id would dirty one page per event.
+pub(crate) const DEDUP_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("dedup_keys");
 /// Group → committed position: every seq below it is settled for the group.
 pub(crate) const GROUPS: TableDefinition<&str, u64> = TableDefinition::new("groups");
 /// (group, due unix ms, seq) → attempt and record of a scheduled retry.
 pub(crate) const DELAYED: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("delayed");
-/// Counters: `next_seq`, `total_bytes`, `dedup_floor`.
+/// Counters: `next_seq`, `total_bytes`.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(crate) fn meta_get(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, redb::StorageError> {

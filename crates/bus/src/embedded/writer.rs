@@ -4,14 +4,15 @@
 //! with one fsync: concurrent publishers share the sync (group commit), and
 //! each is answered only after the commit returned.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::record;
-use super::tables::{DEDUP, DELAYED, GROUPS, LOG, META, TIME_INDEX, meta_get};
+use super::tables::{DEDUP_KEYS, DELAYED, GROUPS, LOG, META, TIME_INDEX, meta_get};
 use super::{Retention, now_ms};
 use crate::{Error, PublishOutcome, Result};
 
@@ -46,8 +47,31 @@ pub(crate) struct Settle {
 pub(crate) struct LogState {
     pub next_seq: u64,
     pub total_bytes: u64,
-    /// Records below this seq have had their dedup entries expired.
-    pub dedup_floor: u64,
+}
+
+/// 16 bytes of SHA-256 of a dedup key: what the dedup index holds.
+pub(crate) type KeyHash = [u8; 16];
+
+pub(crate) fn key_hash(key: &str) -> KeyHash {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..16].try_into().expect("16 of 32 bytes")
+}
+
+/// The dedup window in memory: key hash → seq of the journal row.
+pub(crate) type DedupIndex = HashMap<KeyHash, u64>;
+
+/// Rebuilds the dedup index from its journal.
+pub(crate) fn load_dedup(txn: &WriteTransaction) -> std::result::Result<DedupIndex, redb::Error> {
+    let table = txn.open_table(DEDUP_KEYS)?;
+    let mut index = DedupIndex::with_capacity(table.len()? as usize);
+    for entry in table.iter()? {
+        let (seq, value) = entry?;
+        if let Some(hash) = value.value().get(..16) {
+            index.insert(hash.try_into().expect("16 bytes"), seq.value());
+        }
+    }
+    Ok(index)
 }
 
 impl LogState {
@@ -56,7 +80,6 @@ impl LogState {
         Ok(Self {
             next_seq: meta_get(&meta, "next_seq")?,
             total_bytes: meta_get(&meta, "total_bytes")?,
-            dedup_floor: meta_get(&meta, "dedup_floor")?,
         })
     }
 
@@ -64,7 +87,6 @@ impl LogState {
         let mut meta = txn.open_table(META)?;
         meta.insert("next_seq", self.next_seq)?;
         meta.insert("total_bytes", self.total_bytes)?;
-        meta.insert("dedup_floor", self.dedup_floor)?;
         Ok(())
     }
 }
@@ -74,6 +96,15 @@ pub(crate) struct Writer {
     pub state: LogState,
     pub head: watch::Sender<u64>,
     pub retention: Retention,
+    pub dedup: DedupIndex,
+}
+
+/// Changes to the in-memory dedup index made by a transaction, undone if
+/// it fails to commit.
+#[derive(Default)]
+struct DedupChanges {
+    inserted: Vec<KeyHash>,
+    expired: Vec<(KeyHash, u64)>,
 }
 
 enum Reply {
@@ -101,7 +132,8 @@ impl Writer {
     fn apply(&mut self, batch: &mut Vec<Command>) {
         let before = self.state;
         let mut replies = Vec::with_capacity(batch.len());
-        let result = self.write(batch.drain(..), &mut replies);
+        let mut changes = DedupChanges::default();
+        let result = self.write(batch.drain(..), &mut replies, &mut changes);
         match result {
             Ok(()) => {
                 self.head.send_if_modified(|head| {
@@ -120,6 +152,10 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, "embedded bus write failed; nothing in the batch was acknowledged");
                 self.state = before;
+                for hash in &changes.inserted {
+                    self.dedup.remove(hash);
+                }
+                self.dedup.extend(changes.expired);
                 let message = error.to_string();
                 for reply in replies {
                     match reply {
@@ -132,13 +168,18 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: impl Iterator<Item = Command>, replies: &mut Vec<Reply>) -> std::result::Result<(), redb::Error> {
+    fn write(
+        &mut self,
+        batch: impl Iterator<Item = Command>,
+        replies: &mut Vec<Reply>,
+        changes: &mut DedupChanges,
+    ) -> std::result::Result<(), redb::Error> {
         let txn = self.db.begin_write()?;
         let now = now_ms();
         let mut maintain = false;
         {
             let mut log = txn.open_table(LOG)?;
-            let mut dedup = txn.open_table(DEDUP)?;
+            let mut dedup_keys = txn.open_table(DEDUP_KEYS)?;
             let mut groups = txn.open_table(GROUPS)?;
             let mut delayed = txn.open_table(DELAYED)?;
             let mut time_index = txn.open_table(TIME_INDEX)?;
@@ -146,7 +187,8 @@ impl Writer {
             for command in batch {
                 match command {
                     Command::Publish { key, ty, json, reply } => {
-                        if dedup.get(key.as_str())?.is_some() {
+                        let hash = key_hash(&key);
+                        if self.dedup.contains_key(&hash) {
                             replies.push(Reply::Publish(reply, PublishOutcome::Duplicate));
                             continue;
                         }
@@ -155,7 +197,12 @@ impl Writer {
                         self.state.next_seq += 1;
                         self.state.total_bytes += bytes.len() as u64;
                         log.insert(seq, bytes.as_slice())?;
-                        dedup.insert(key.as_str(), seq)?;
+                        let mut journal = [0u8; 24];
+                        journal[..16].copy_from_slice(&hash);
+                        journal[16..].copy_from_slice(&now.to_be_bytes());
+                        dedup_keys.insert(seq, journal.as_slice())?;
+                        self.dedup.insert(hash, seq);
+                        changes.inserted.push(hash);
                         if indexed_ms != Some(now) {
                             indexed_ms = Some(now);
                             if time_index.get(now)?.is_none() {
@@ -188,7 +235,7 @@ impl Writer {
             }
         }
         if maintain {
-            self.maintain(&txn, now)?;
+            self.maintain(&txn, now, changes)?;
         }
         self.state.store(&txn)?;
         txn.commit()?;
@@ -196,28 +243,21 @@ impl Writer {
     }
 
     /// Retention by age and size, and expiry of dedup entries past the window.
-    fn maintain(&mut self, txn: &WriteTransaction, now: u64) -> std::result::Result<(), redb::Error> {
+    fn maintain(&mut self, txn: &WriteTransaction, now: u64, changes: &mut DedupChanges) -> std::result::Result<(), redb::Error> {
         let mut log = txn.open_table(LOG)?;
-        let mut dedup = txn.open_table(DEDUP)?;
         let mut time_index = txn.open_table(TIME_INDEX)?;
         let age_floor = self.retention.max_age.map(|age| now.saturating_sub(age.as_millis() as u64));
         let mut expired = 0;
         while expired < MAX_EXPIRE {
             let Some((seq, bytes)) = log.first()?.map(|(k, v)| (k.value(), v.value().to_vec())) else { break };
-            let Some(rec) = record::decode(&bytes) else {
-                log.remove(seq)?;
-                continue;
-            };
-            let too_old = age_floor.is_some_and(|floor| rec.appended_ms < floor);
+            let appended_ms = record::decode(&bytes).map_or(0, |r| r.appended_ms);
+            let too_old = age_floor.is_some_and(|floor| appended_ms < floor);
             let too_big = self.retention.max_bytes.is_some_and(|max| self.state.total_bytes > max);
             if !too_old && !too_big {
                 break;
             }
             log.remove(seq)?;
             self.state.total_bytes = self.state.total_bytes.saturating_sub(bytes.len() as u64);
-            if dedup.get(rec.key)?.is_some_and(|held| held.value() == seq) {
-                dedup.remove(rec.key)?;
-            }
             expired += 1;
         }
         if expired > 0 {
@@ -234,24 +274,26 @@ impl Writer {
                 time_index.remove(ms)?;
             }
         }
-        // Dedup window: walk the log from the floor while records are older.
+        // The dedup window is independent of retention: an id seen within
+        // the window is a duplicate even if its event was already removed.
         let window_floor = now.saturating_sub(self.retention.dedup_window.as_millis() as u64);
-        let mut walked = 0;
-        let mut floor = self.state.dedup_floor;
-        for entry in log.range(self.state.dedup_floor..)? {
-            let (seq, bytes) = entry?;
-            let (seq, bytes) = (seq.value(), bytes.value());
-            let Some(rec) = record::decode(bytes) else { floor = seq + 1; continue };
-            if rec.appended_ms >= window_floor || walked >= MAX_EXPIRE {
+        let mut dedup_keys = txn.open_table(DEDUP_KEYS)?;
+        let mut forgotten = 0;
+        while forgotten < MAX_EXPIRE {
+            let Some((seq, value)) = dedup_keys.first()?.map(|(k, v)| (k.value(), v.value().to_vec())) else { break };
+            let appended_ms = value.get(16..24).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+            if appended_ms >= window_floor {
                 break;
             }
-            if dedup.get(rec.key)?.is_some_and(|held| held.value() == seq) {
-                dedup.remove(rec.key)?;
+            dedup_keys.remove(seq)?;
+            if let Some(hash) = value.get(..16).map(|h| <KeyHash>::try_from(h).expect("16 bytes")) {
+                if self.dedup.get(&hash) == Some(&seq) {
+                    self.dedup.remove(&hash);
+                    changes.expired.push((hash, seq));
+                }
             }
-            floor = seq + 1;
-            walked += 1;
+            forgotten += 1;
         }
-        self.state.dedup_floor = floor;
         Ok(())
     }
 }

@@ -1,0 +1,120 @@
+//! The load generator: N keep-alive HTTP/1.1 connections, each sending the
+//! next pre-signed request as soon as the previous answer arrived.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::Args;
+
+#[derive(Debug)]
+pub struct Request {
+    pub path: String,
+    pub header: &'static str,
+    pub value: String,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub name: String,
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+}
+
+impl Report {
+    pub fn new(name: &str, histogram: &Histogram<u64>, errors: u64, seconds: f64) -> Self {
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            name: name.to_owned(),
+            rate: histogram.len() as f64 / seconds,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            max_ms: histogram.max() as f64 / 1000.0,
+            errors,
+        }
+    }
+}
+
+/// Latencies in microseconds, up to one minute.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Loads `addr` with `requests`; `cycle` reuses them (only for servers that
+/// do not deduplicate, like the ceiling).
+pub async fn run(name: &str, addr: SocketAddr, requests: &Arc<Vec<Request>>, cycle: bool, args: &Args) -> anyhow::Result<Report> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let measure_from = started + args.warmup;
+    let deadline = measure_from + args.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (requests, next) = (requests.clone(), next.clone());
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = histogram();
+            let mut errors = 0u64;
+            loop {
+                let mut i = next.fetch_add(1, Ordering::Relaxed);
+                let sent = Instant::now();
+                if cycle {
+                    i %= requests.len();
+                }
+                if i >= requests.len() || sent >= deadline {
+                    break;
+                }
+                let r = &requests[i];
+                let request = hyper::Request::post(r.path.as_str())
+                    .header("host", "127.0.0.1")
+                    .header("content-type", "application/json")
+                    .header(r.header, r.value.as_str())
+                    .body(Full::new(r.body.clone()))
+                    .expect("valid request");
+                let ok = match sender.send_request(request).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        response.into_body().collect().await.is_ok() && status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                if sent >= measure_from {
+                    if ok {
+                        histogram.saturating_record(sent.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                if !ok && sender.ready().await.is_err() {
+                    break;
+                }
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut merged = histogram();
+    let mut errors = 0;
+    for task in tasks {
+        let (h, e) = task.await?;
+        merged.add(&h)?;
+        errors += e;
+    }
+    let ended = Instant::now().min(deadline);
+    if !cycle && next.load(Ordering::Relaxed) >= requests.len() {
+        eprintln!("{name}: ran out of pre-signed requests; the rate is over the shorter time");
+    }
+    let seconds = (ended - measure_from).as_secs_f64();
+    Ok(Report::new(name, &merged, errors, seconds))
+}
