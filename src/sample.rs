@@ -25,10 +25,11 @@ fn signer(args: &SendSampleArgs) -> anyhow::Result<Signer> {
         .map_err(|e: String| anyhow::anyhow!("{e}; pass --provider when the source name is not a provider"))?;
     Ok(match provider {
         Provider::MailPace => {
-            let key = args.key.as_deref().context("mailpace signs with Ed25519: pass --key (see `hookbridge keygen`)")?;
+            let key =
+                args.key.as_deref().context("mailpace signs with Ed25519: pass --key (see `hookbridge keygen`)")?;
             let seed = STANDARD.decode(secret(key, "--key")?.trim()).context("--key is not base64")?;
             let seed: [u8; 32] = seed.try_into().map_err(|_| anyhow::anyhow!("--key must decode to 32 bytes"))?;
-            Signer::MailPace(SigningKey::from_bytes(&seed))
+            Signer::MailPace(Box::new(SigningKey::from_bytes(&seed)))
         }
         Provider::Mailpipe | Provider::Whippy => {
             let value = args.secret.as_deref().with_context(|| format!("{provider} signs with HMAC: pass --secret"))?;
@@ -43,20 +44,15 @@ fn signer(args: &SendSampleArgs) -> anyhow::Result<Signer> {
 }
 
 fn endpoint(url: &str, source: &str) -> String {
-    if url.contains("/webhooks/") {
-        url.to_owned()
-    } else {
-        format!("{}/webhooks/{source}", url.trim_end_matches('/'))
-    }
+    if url.contains("/webhooks/") { url.to_owned() } else { format!("{}/webhooks/{source}", url.trim_end_matches('/')) }
 }
 
 /// Signs and posts `--count` samples; fails when any is not answered 2xx.
 pub async fn send(args: SendSampleArgs) -> anyhow::Result<ExitCode> {
     let signer = signer(&args)?;
     let url = endpoint(&args.url, &args.source);
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("hookbridge-send-sample/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client =
+        reqwest::Client::builder().user_agent(concat!("hookbridge-send-sample/", env!("CARGO_PKG_VERSION"))).build()?;
     // Distinct samples per run: seed the sequence from the clock.
     let base = Utc::now().timestamp_micros().unsigned_abs();
     let mut failed = 0;

@@ -84,7 +84,13 @@ fn check_reports_every_problem_and_fails() {
     let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for expected in ["bus.topic_prefix", "ingress.sources[0].public_keys", "ingress.sources[1].secrets[0]", "HOOKBRIDGE_IT_UNSET is not set", "3 problems"] {
+    for expected in [
+        "bus.topic_prefix",
+        "ingress.sources[0].public_keys",
+        "ingress.sources[1].secrets[0]",
+        "HOOKBRIDGE_IT_UNSET is not set",
+        "3 problems",
+    ] {
         assert!(stderr.contains(expected), "missing {expected}:\n{stderr}");
     }
 
@@ -119,7 +125,19 @@ async fn keygen_and_send_sample_reach_a_running_hookbridge() {
     let runs: [(&str, &[&str]); 4] = [
         ("mailpace", &["--key", &private, "--event", "email.bounced"]),
         ("mailpipe", &["--secret", keys::MAILPIPE_SECRET, "--event", "email.sent", "--count", "3"]),
-        ("whippy-timestamped", &["--provider", "whippy", "--secret", keys::WHIPPY_SECRET, "--scheme", "timestamped", "--event", "message.created"]),
+        (
+            "whippy-timestamped",
+            &[
+                "--provider",
+                "whippy",
+                "--secret",
+                keys::WHIPPY_SECRET,
+                "--scheme",
+                "timestamped",
+                "--event",
+                "message.created",
+            ],
+        ),
         ("whippy", &["--secret", "env:HOOKBRIDGE_IT_WHIPPY", "--event", "contact.created"]),
     ];
     for (source, extra) in runs {
@@ -146,8 +164,19 @@ async fn keygen_and_send_sample_reach_a_running_hookbridge() {
     assert!(status.success(), "clean exit on SIGTERM: {status}");
 
     let bus = EmbeddedBus::open(EmbeddedOptions::new(dir.path().join("bus"))).unwrap();
-    let types: Vec<String> = bus.read_all().unwrap().iter().map(|e| checked(e)["type"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(types, ["email.bounced", "email.delivered", "email.delivered", "email.delivered", "message.created", "contact.created"]);
+    let types: Vec<String> =
+        bus.read_all().unwrap().iter().map(|e| checked(e)["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        types,
+        [
+            "email.bounced",
+            "email.delivered",
+            "email.delivered",
+            "email.delivered",
+            "message.created",
+            "contact.created"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,12 +191,14 @@ async fn kill_9_during_publishing_loses_nothing_acknowledged() {
     let seq = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..32)
         .map(|_| {
-            let (client, url, acked, stop, seq) = (client.clone(), url.clone(), acked.clone(), stop.clone(), seq.clone());
+            let (client, url, acked, stop, seq) =
+                (client.clone(), url.clone(), acked.clone(), stop.clone(), seq.clone());
             tokio::spawn(async move {
                 let signer = keys::signer("mailpipe");
                 let mut failures = 0;
                 while !stop.load(Ordering::Relaxed) && failures < 3 {
-                    let (body, (name, sig)) = keys::signed(&signer, "email.sent", seq.fetch_add(1, Ordering::Relaxed), Utc::now());
+                    let (body, (name, sig)) =
+                        keys::signed(&signer, "email.sent", seq.fetch_add(1, Ordering::Relaxed), Utc::now());
                     match client.post(&url).header(name, sig).body(body).send().await {
                         Ok(r) if r.status().as_u16() == 200 => {
                             let answer: serde_json::Value = r.json().await.unwrap();

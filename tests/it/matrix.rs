@@ -91,7 +91,10 @@ fn check_fields(provider: &str, ty: &str, event: &Value, original: &Value) {
             let d = &original["data"];
             match ty {
                 "email.bounced" => {
-                    assert_eq!(data["bounce"], serde_json::json!({"kind": "hard", "code": "550", "message": d["bounce_message"]}));
+                    assert_eq!(
+                        data["bounce"],
+                        serde_json::json!({"kind": "hard", "code": "550", "message": d["bounce_message"]})
+                    );
                     assert_eq!(data["to"], serde_json::json!([d["recipient"]]));
                     assert_eq!(event["subject"], d["message_id"]);
                 }
@@ -128,7 +131,9 @@ fn check_fields(provider: &str, ty: &str, event: &Value, original: &Value) {
 #[tokio::test]
 async fn an_unknown_event_name_is_published_under_its_own_name() {
     let app = TestApp::spawn().await;
-    for (source, event) in [("mailpace", "email.teleported"), ("mailpipe", "mailbox.created"), ("whippy", "invoice.paid")] {
+    for (source, event) in
+        [("mailpace", "email.teleported"), ("mailpipe", "mailbox.created"), ("whippy", "invoice.paid")]
+    {
         let (body, header) = keys::signed(&keys::signer(source), event, 7, Utc::now());
         let (status, _) = app.post(source, body, &[header]).await;
         assert_eq!(status, 200, "{source} {event}");
@@ -143,7 +148,8 @@ async fn an_unknown_event_name_is_published_under_its_own_name() {
 async fn the_same_webhook_twice_is_one_event() {
     let app = TestApp::spawn().await;
     for source in ["mailpace", "mailpipe", "whippy"] {
-        let (body, header) = keys::signed(&keys::signer(source), keys::events(keys::signer(source).provider())[0], 1, Utc::now());
+        let (body, header) =
+            keys::signed(&keys::signer(source), keys::events(keys::signer(source).provider())[0], 1, Utc::now());
         let (first, a) = app.post(source, body.clone(), std::slice::from_ref(&header)).await;
         let (second, b) = app.post(source, body, &[header]).await;
         assert_eq!((first, second), (200, 200));

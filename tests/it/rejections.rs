@@ -33,14 +33,20 @@ async fn bad_signatures_are_401_and_nothing_is_published() {
         expect(&app, source, flip_byte(body.clone()), &[(name, good.clone())], 401, "invalid_signature").await;
         expect(&app, source, body.clone(), &[(name, other_sig.clone())], 401, "invalid_signature").await;
         let wrong_key = match &signer {
-            Signer::MailPace(_) => Signer::MailPace(ed25519_dalek::SigningKey::from_bytes(&[0x33; 32])),
+            Signer::MailPace(_) => Signer::MailPace(Box::new(ed25519_dalek::SigningKey::from_bytes(&[0x33; 32]))),
             Signer::Mailpipe(_) => Signer::Mailpipe(hookbridge_providers::HmacSecret::new(b"wrong".to_vec())),
-            Signer::Whippy(_, scheme) => Signer::Whippy(hookbridge_providers::HmacSecret::new(b"wrong".to_vec()), *scheme),
+            Signer::Whippy(_, scheme) => {
+                Signer::Whippy(hookbridge_providers::HmacSecret::new(b"wrong".to_vec()), *scheme)
+            }
         };
         expect(&app, source, body.clone(), &[wrong_key.header(&body, now)], 401, "invalid_signature").await;
         let truncated = good[..good.len() - 4].to_owned();
         expect(&app, source, body.clone(), &[(name, truncated)], 401, "malformed_signature").await;
-        let garbage = if source == "whippy-timestamped" { format!("t={},v1=!!!", now.timestamp()) } else { "!!not-an-encoding!!".to_owned() };
+        let garbage = if source == "whippy-timestamped" {
+            format!("t={},v1=!!!", now.timestamp())
+        } else {
+            "!!not-an-encoding!!".to_owned()
+        };
         expect(&app, source, body.clone(), &[(name, garbage)], 401, "malformed_signature").await;
     }
     assert!(app.published().is_empty(), "nothing published");

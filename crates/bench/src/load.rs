@@ -52,7 +52,13 @@ pub fn histogram() -> Histogram<u64> {
 
 /// Loads `addr` with `requests`; `cycle` reuses them (only for servers that
 /// do not deduplicate, like the ceiling).
-pub async fn run(name: &str, addr: SocketAddr, requests: &Arc<Vec<Request>>, cycle: bool, args: &Args) -> anyhow::Result<Report> {
+pub async fn run(
+    name: &str,
+    addr: SocketAddr,
+    requests: &Arc<Vec<Request>>,
+    cycle: bool,
+    args: &Args,
+) -> anyhow::Result<Report> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let measure_from = started + args.warmup;
@@ -62,7 +68,8 @@ pub async fn run(name: &str, addr: SocketAddr, requests: &Arc<Vec<Request>>, cyc
         let (requests, next) = (requests.clone(), next.clone());
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         tasks.push(tokio::spawn(async move {
             let mut histogram = histogram();

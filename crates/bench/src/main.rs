@@ -93,7 +93,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     reports.push(bus_ceiling(&args).await?);
 
     // hookbridge itself, one fresh bus per scenario.
-    for (name, requests) in [("hookbridge: MailPace (Ed25519)", &mailpace), ("hookbridge: Mailpipe (HMAC)", &mailpipe)] {
+    for (name, requests) in [("hookbridge: MailPace (Ed25519)", &mailpace), ("hookbridge: Mailpipe (HMAC)", &mailpipe)]
+    {
         let dir = tempfile::tempdir()?;
         let mut server = Server::hookbridge(&args.hookbridge, dir.path())?;
         reports.push(load::run(name, server.addr, requests, false, &args).await?);
@@ -187,7 +188,8 @@ fn hookbridge_bus_event() -> hookbridge_event::Event {
         event_source: "urn:hookbridge:source:bench".into(),
         redactor: hookbridge_providers::Redactor::default(),
     };
-    hookbridge_providers::normalize(hookbridge_providers::Provider::MailPace, &body, &meta, Utc::now()).expect("sample normalizes")
+    hookbridge_providers::normalize(hookbridge_providers::Provider::MailPace, &body, &meta, Utc::now())
+        .expect("sample normalizes")
 }
 
 fn rand_seq() -> u64 {
@@ -294,9 +296,11 @@ fn steps() {
         let mut headers = hookbridge_providers_headers(header, &value);
         let provider = signer.provider();
         let verifier = match provider {
-            Provider::MailPace => hookbridge_providers::Verifier::MailPace(hookbridge_providers::mailpace::Verifier::new(vec![
-                keys::mailpace_key().verifying_key(),
-            ])),
+            Provider::MailPace => {
+                hookbridge_providers::Verifier::MailPace(hookbridge_providers::mailpace::Verifier::new(vec![
+                    keys::mailpace_key().verifying_key(),
+                ]))
+            }
             _ => hookbridge_providers::Verifier::Mailpipe(hookbridge_providers::mailpipe::Verifier::new(vec![
                 hookbridge_providers::HmacSecret::new(keys::MAILPIPE_SECRET.into()),
             ])),
@@ -310,14 +314,22 @@ fn steps() {
         time(&format!("  verify ({source})"), 20_000, Box::new(move || assert!(v2.verify(&h, &b, now).is_ok())));
         let b = body.clone();
         let m = meta.clone();
-        time(&format!("  normalize ({source})"), 20_000, Box::new(move || {
-            std::hint::black_box(hookbridge_providers::normalize(provider, &b, &m, now).unwrap());
-        }));
+        time(
+            &format!("  normalize ({source})"),
+            20_000,
+            Box::new(move || {
+                std::hint::black_box(hookbridge_providers::normalize(provider, &b, &m, now).unwrap());
+            }),
+        );
         let e = hookbridge_providers::normalize(provider, &body, &meta, now).unwrap();
         println!("  event JSON {} bytes", e.to_json().len());
-        time(&format!("  event to JSON ({source})"), 20_000, Box::new(move || {
-            std::hint::black_box(e.to_json());
-        }));
+        time(
+            &format!("  event to JSON ({source})"),
+            20_000,
+            Box::new(move || {
+                std::hint::black_box(e.to_json());
+            }),
+        );
     }
 }
 

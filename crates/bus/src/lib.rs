@@ -12,10 +12,10 @@
 //! Backends: [`embedded`] (a durable log on local disk). NATS JetStream and
 //! Kafka implement the same traits and pass the same [`conformance`] suite.
 
-mod error;
-pub mod embedded;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod embedded;
+mod error;
 
 use std::fmt::Debug;
 use std::time::Duration;

@@ -54,7 +54,11 @@ async fn retention_by_size_drops_the_oldest_events() {
     assert_eq!(kept, newest, "the newest events are the ones kept");
     // A group that starts at the earliest retained event starts there.
     let mut c = bus
-        .subscribe(SubscribeOptions { group: "g".into(), patterns: vec![EventPattern::All], start: StartFrom::Earliest })
+        .subscribe(SubscribeOptions {
+            group: "g".into(),
+            patterns: vec![EventPattern::All],
+            start: StartFrom::Earliest,
+        })
         .await
         .unwrap();
     assert_eq!(c.next().await.unwrap().event.id, kept[0]);
@@ -63,7 +67,10 @@ async fn retention_by_size_drops_the_oldest_events() {
 #[tokio::test]
 async fn retention_by_age() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = open(&dir, Retention { max_age: Some(Duration::from_millis(50)), max_bytes: None, dedup_window: Duration::ZERO });
+    let bus = open(
+        &dir,
+        Retention { max_age: Some(Duration::from_millis(50)), max_bytes: None, dedup_window: Duration::ZERO },
+    );
     bus.publish(&conformance::event("email.queued")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     let fresh = conformance::event("email.queued");
@@ -100,12 +107,20 @@ async fn new_group_at_latest_keeps_its_start_across_restart() {
     {
         let bus = open(&dir, Retention::default());
         bus.publish(&conformance::event("email.queued")).await.unwrap();
-        let opts = SubscribeOptions { group: "late".into(), patterns: vec![EventPattern::All], start: StartFrom::Committed { if_new: NewGroup::Latest } };
+        let opts = SubscribeOptions {
+            group: "late".into(),
+            patterns: vec![EventPattern::All],
+            start: StartFrom::Committed { if_new: NewGroup::Latest },
+        };
         let _c = bus.subscribe(opts).await.unwrap();
         bus.publish(&e).await.unwrap();
     }
     let bus = open(&dir, Retention::default());
-    let opts = SubscribeOptions { group: "late".into(), patterns: vec![EventPattern::All], start: StartFrom::Committed { if_new: NewGroup::Latest } };
+    let opts = SubscribeOptions {
+        group: "late".into(),
+        patterns: vec![EventPattern::All],
+        start: StartFrom::Committed { if_new: NewGroup::Latest },
+    };
     let mut c = bus.subscribe(opts).await.unwrap();
     assert_eq!(c.next().await.unwrap().event.id, e.id);
 }

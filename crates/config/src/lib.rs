@@ -123,7 +123,10 @@ impl Config {
     /// Every problem found, with its key path.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         if !path.is_file() {
-            return Err(ConfigError::one("", format!("config file {} does not exist or is not a file", path.display())));
+            return Err(ConfigError::one(
+                "",
+                format!("config file {} does not exist or is not a file", path.display()),
+            ));
         }
         Self::from_figment(Figment::from(Toml::file_exact(path)).merge(env()))
     }
@@ -295,7 +298,10 @@ fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
         problems.push((format!("{at}.signature"), "only whippy sources choose a signature scheme".into()));
     }
     if raw.timestamp_tolerance.is_some() && provider != Some(Provider::Whippy) {
-        problems.push((format!("{at}.timestamp_tolerance"), "only whippy sources with the timestamped scheme use it".into()));
+        problems.push((
+            format!("{at}.timestamp_tolerance"),
+            "only whippy sources with the timestamped scheme use it".into(),
+        ));
     }
     let verifier = match provider {
         Some(Provider::MailPace) => {
@@ -303,7 +309,10 @@ fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
                 problems.push((format!("{at}.public_keys"), "a mailpace source needs at least one public key".into()));
             }
             if !raw.secrets.is_empty() {
-                problems.push((format!("{at}.secrets"), "mailpace signs with Ed25519: give public_keys, not secrets".into()));
+                problems.push((
+                    format!("{at}.secrets"),
+                    "mailpace signs with Ed25519: give public_keys, not secrets".into(),
+                ));
             }
             let parsed: Vec<_> = keys
                 .iter()
@@ -321,7 +330,8 @@ fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
                 problems.push((format!("{at}.secrets"), format!("a {p} source needs at least one secret")));
             }
             if !raw.public_keys.is_empty() {
-                problems.push((format!("{at}.public_keys"), format!("{p} signs with HMAC: give secrets, not public_keys")));
+                problems
+                    .push((format!("{at}.public_keys"), format!("{p} signs with HMAC: give secrets, not public_keys")));
             }
             let secrets: Vec<_> = secrets.into_iter().map(|s| HmacSecret::new(s.into_bytes())).collect();
             if p == Provider::Mailpipe {
@@ -336,7 +346,10 @@ fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
                     }
                 };
                 if raw.timestamp_tolerance.is_some() && scheme != Scheme::Timestamped {
-                    problems.push((format!("{at}.timestamp_tolerance"), "applies only to signature = \"timestamped\"".into()));
+                    problems.push((
+                        format!("{at}.timestamp_tolerance"),
+                        "applies only to signature = \"timestamped\"".into(),
+                    ));
                 }
                 let tolerance = raw.timestamp_tolerance.unwrap_or(whippy::DEFAULT_TOLERANCE);
                 Some(Verifier::Whippy(whippy::Verifier::new(secrets, scheme, tolerance)))
@@ -346,7 +359,8 @@ fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
     };
     for (j, field) in raw.redact_fields.iter().enumerate() {
         if field.is_empty() || field.split('.').any(str::is_empty) {
-            problems.push((format!("{at}.redact_fields[{j}]"), format!("`{field}` is not a field name or dotted path")));
+            problems
+                .push((format!("{at}.redact_fields[{j}]"), format!("`{field}` is not a field name or dotted path")));
         }
     }
     match (verifier, provider) {

@@ -1,3 +1,6 @@
+// figment's Jail returns its own (large) error type.
+#![allow(clippy::result_large_err)]
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::SigningKey;
@@ -57,7 +60,10 @@ fn a_complete_file_loads() {
         assert_eq!(config.bus.embedded.retention.dedup_window, Duration::from_secs(3600));
         assert_eq!(config.ingress.max_body_bytes, 4096);
         let names: Vec<_> = config.ingress.sources.iter().map(|s| (s.name.as_str(), s.provider)).collect();
-        assert_eq!(names, [("mailpace", Provider::MailPace), ("mailpipe", Provider::Mailpipe), ("whippy", Provider::Whippy)]);
+        assert_eq!(
+            names,
+            [("mailpace", Provider::MailPace), ("mailpipe", Provider::Mailpipe), ("whippy", Provider::Whippy)]
+        );
         assert_eq!(config.source("mailpipe").unwrap().meta.event_source, "urn:hookbridge:source:mailpipe");
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cr3t-value") && !debug.contains("inline-whippy-key"), "secrets in Debug: {debug}");

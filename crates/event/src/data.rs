@@ -117,12 +117,9 @@ impl Normalized {
 /// that may be a comma-separated list. Blank entries are dropped.
 pub fn address_list(value: Option<&serde_json::Value>) -> Vec<String> {
     match value {
-        Some(serde_json::Value::String(s)) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        Some(serde_json::Value::String(s)) => {
+            s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect()
+        }
         Some(serde_json::Value::Array(items)) => items
             .iter()
             .filter_map(serde_json::Value::as_str)

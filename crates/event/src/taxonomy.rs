@@ -32,18 +32,14 @@ pub const KNOWN: &[&str] = &[
 
 /// Resource families passed through from messaging providers (Whippy's
 /// `resource.type` names): `message.*`, `contact.*`, ...
-pub const PASSTHROUGH_FAMILIES: &[&str] =
-    &["message", "contact", "campaign", "conversation", "sequence", "call"];
+pub const PASSTHROUGH_FAMILIES: &[&str] = &["message", "contact", "campaign", "conversation", "sequence", "call"];
 
 /// Label value for types outside the taxonomy.
 pub const OTHER: &str = "other";
 
 /// Whether `ty` belongs to the taxonomy (a known type or a known family).
 pub fn is_known(ty: &str) -> bool {
-    KNOWN.contains(&ty)
-        || ty
-            .split_once('.')
-            .is_some_and(|(family, _)| PASSTHROUGH_FAMILIES.contains(&family))
+    KNOWN.contains(&ty) || ty.split_once('.').is_some_and(|(family, _)| PASSTHROUGH_FAMILIES.contains(&family))
 }
 
 /// A bounded metric label for an event type.

@@ -56,9 +56,9 @@ fn sanitize_char(c: char) -> char {
 /// When the prefix is empty or has another character.
 pub fn validate_prefix(prefix: &str) -> Result<(), PatternError> {
     let ok = !prefix.is_empty()
-        && prefix.split('.').all(|t| {
-            !t.is_empty() && t.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
-        });
+        && prefix
+            .split('.')
+            .all(|t| !t.is_empty() && t.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-')));
     if ok {
         Ok(())
     } else {
@@ -100,11 +100,7 @@ impl EventPattern {
                 "`{s}` is not an event pattern: use an exact type (email.bounced), a family (message.*) or *"
             )));
         }
-        Ok(if wildcard {
-            Self::Prefix(format!("{body}."))
-        } else {
-            Self::Exact(body.to_owned())
-        })
+        Ok(if wildcard { Self::Prefix(format!("{body}.")) } else { Self::Exact(body.to_owned()) })
     }
 
     pub fn matches(&self, ty: &str) -> bool {

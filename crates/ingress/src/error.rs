@@ -55,7 +55,8 @@ impl IngressError {
 
 impl IntoResponse for IngressError {
     fn into_response(self) -> Response {
-        let mut response = (self.status(), Json(ErrorBody { error: self.code(), message: self.to_string() })).into_response();
+        let mut response =
+            (self.status(), Json(ErrorBody { error: self.code(), message: self.to_string() })).into_response();
         if matches!(self, Self::Unavailable) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

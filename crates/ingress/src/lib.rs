@@ -123,7 +123,8 @@ pub async fn run(
     // The admin listener outlives the webhook one: probes keep answering
     // (not ready) while requests drain.
     let admin_stop = CancellationToken::new();
-    let admin_server = axum::serve(admin, admin_router(health)).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
+    let admin_server =
+        axum::serve(admin, admin_router(health)).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
     let admin_task = tokio::spawn(async move { admin_server.await });
     let result = webhooks.await;
     admin_stop.cancel();

@@ -112,7 +112,12 @@ impl Verifier {
 ///
 /// # Errors
 /// [`PayloadError`] when the body is not JSON or not this provider's shape.
-pub fn normalize(provider: Provider, body: &[u8], source: &SourceMeta, now: DateTime<Utc>) -> Result<Event, PayloadError> {
+pub fn normalize(
+    provider: Provider,
+    body: &[u8],
+    source: &SourceMeta,
+    now: DateTime<Utc>,
+) -> Result<Event, PayloadError> {
     match provider {
         Provider::MailPace => mailpace::normalize(body, source, now),
         Provider::Mailpipe => mailpipe::normalize(body, source, now),

@@ -37,9 +37,8 @@ pub struct Verifier {
 /// A message saying what is wrong with the key (never the key itself).
 pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, String> {
     let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not strict base64".to_owned())?;
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("decodes to {} bytes, an Ed25519 public key has 32", b.len()))?;
+    let bytes: [u8; 32] =
+        bytes.try_into().map_err(|b: Vec<u8>| format!("decodes to {} bytes, an Ed25519 public key has 32", b.len()))?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| "is not a valid Ed25519 public key".to_owned())
 }
 
@@ -85,11 +84,8 @@ pub(crate) fn normalize(body: &[u8], source: &SourceMeta, now: DateTime<Utc>) ->
         .and_then(|v| v.as_str())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| shape("`event` must be a non-empty string"))?;
-    let payload = parsed
-        .value
-        .get("payload")
-        .filter(|p| p.is_object())
-        .ok_or_else(|| shape("`payload` must be an object"))?;
+    let payload =
+        parsed.value.get("payload").filter(|p| p.is_object()).ok_or_else(|| shape("`payload` must be an object"))?;
     let payload_id = normalize::text(payload.get("id")).ok_or_else(|| shape("`payload.id` is missing"))?;
     let updated_at = payload.get("updated_at").and_then(|v| v.as_str());
     let id = match updated_at {

@@ -48,10 +48,7 @@ pub(crate) fn text(value: Option<&Value>) -> Option<String> {
 }
 
 pub(crate) fn time(value: Option<&Value>) -> Option<DateTime<Utc>> {
-    value
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+    value.and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
 }
 
 pub(crate) fn string_list(value: Option<&Value>) -> Vec<String> {
@@ -82,7 +79,13 @@ pub(crate) struct Fields {
     pub normalized: Normalized,
 }
 
-pub(crate) fn assemble(provider: Provider, fields: Fields, parsed: &Parsed<'_>, source: &SourceMeta, now: DateTime<Utc>) -> Event {
+pub(crate) fn assemble(
+    provider: Provider,
+    fields: Fields,
+    parsed: &Parsed<'_>,
+    source: &SourceMeta,
+    now: DateTime<Utc>,
+) -> Event {
     let original = source.redactor.original(parsed.raw, &parsed.value);
     Event {
         specversion: SPEC_VERSION.to_owned(),

@@ -11,7 +11,7 @@ use crate::{HmacSecret, Provider, mailpace, mailpipe, whippy};
 /// Signs bodies as one provider does.
 #[derive(Debug)]
 pub enum Signer {
-    MailPace(SigningKey),
+    MailPace(Box<SigningKey>),
     Mailpipe(HmacSecret),
     Whippy(HmacSecret, Scheme),
 }

@@ -27,7 +27,7 @@ pub fn public_key_b64(key: &SigningKey) -> String {
 /// How each test source signs: `(source name, signer)`.
 pub fn sources() -> Vec<(&'static str, Signer)> {
     vec![
-        ("mailpace", Signer::MailPace(mailpace_key())),
+        ("mailpace", Signer::MailPace(Box::new(mailpace_key()))),
         ("mailpipe", Signer::Mailpipe(HmacSecret::new(MAILPIPE_SECRET.into()))),
         ("whippy", Signer::Whippy(HmacSecret::new(WHIPPY_SECRET.into()), Scheme::HmacSha256Hex)),
         ("whippy-base64", Signer::Whippy(HmacSecret::new(WHIPPY_SECRET.into()), Scheme::HmacSha256Base64)),

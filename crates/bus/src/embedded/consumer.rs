@@ -158,7 +158,8 @@ impl EmbeddedConsumer {
         }
         // Everything read was skipped: let the position follow.
         if let Some(position) = state.advance() {
-            self.shared.settle_in_background(&self.group.name, Settle { position: Some(position), ..Settle::default() });
+            self.shared
+                .settle_in_background(&self.group.name, Settle { position: Some(position), ..Settle::default() });
         }
         Ok(Poll::Wait(state.delayed.first().map(|&(due, _)| due)))
     }
@@ -185,11 +186,14 @@ impl EmbeddedConsumer {
     }
 
     fn delivery(&self, pending: Pending) -> Option<Delivery> {
-        let (event, appended_ms) = match record::decode(&pending.record).map(|r| (Event::from_json(r.json), r.appended_ms)) {
+        let (event, appended_ms) = match record::decode(&pending.record)
+            .map(|r| (Event::from_json(r.json), r.appended_ms))
+        {
             Some((Ok(event), appended_ms)) => (event, appended_ms),
             _ => {
                 tracing::error!(group = %self.group.name, "skipping an unreadable record in the embedded log");
-                let acker = EmbeddedAcker { shared: self.shared.clone(), group: self.group.clone(), pending: Some(pending) };
+                let acker =
+                    EmbeddedAcker { shared: self.shared.clone(), group: self.group.clone(), pending: Some(pending) };
                 tokio::spawn(Box::new(acker).ack());
                 return None;
             }
@@ -310,4 +314,3 @@ impl Drop for EmbeddedAcker {
         }
     }
 }
-

@@ -222,10 +222,7 @@ impl Shared {
 
     async fn reset(&self, group: &str, position: u64) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.tx()
-            .send(Command::Reset { group: group.to_owned(), position, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.tx().send(Command::Reset { group: group.to_owned(), position, reply }).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 

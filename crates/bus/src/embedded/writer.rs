@@ -23,12 +23,25 @@ const MAX_BATCH: usize = 4096;
 const MAX_EXPIRE: usize = 20_000;
 
 pub(crate) enum Command {
-    Publish { key: String, ty: String, json: Vec<u8>, reply: oneshot::Sender<Result<PublishOutcome>> },
+    Publish {
+        key: String,
+        ty: String,
+        json: Vec<u8>,
+        reply: oneshot::Sender<Result<PublishOutcome>>,
+    },
     /// Settles deliveries of a group: raise its position, drop a scheduled
     /// retry, schedule a new one — atomically.
-    Settle { group: String, settle: Settle, reply: Option<oneshot::Sender<Result<()>>> },
+    Settle {
+        group: String,
+        settle: Settle,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
     /// Sets a group's position exactly (a new group, or a replay).
-    Reset { group: String, position: u64, reply: oneshot::Sender<Result<()>> },
+    Reset {
+        group: String,
+        position: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Maintain,
 }
 
@@ -77,10 +90,7 @@ pub(crate) fn load_dedup(txn: &WriteTransaction) -> std::result::Result<DedupInd
 impl LogState {
     pub fn load(txn: &WriteTransaction) -> std::result::Result<Self, redb::Error> {
         let meta = txn.open_table(META)?;
-        Ok(Self {
-            next_seq: meta_get(&meta, "next_seq")?,
-            total_bytes: meta_get(&meta, "total_bytes")?,
-        })
+        Ok(Self { next_seq: meta_get(&meta, "next_seq")?, total_bytes: meta_get(&meta, "total_bytes")? })
     }
 
     fn store(&self, txn: &WriteTransaction) -> std::result::Result<(), redb::Error> {
@@ -243,7 +253,12 @@ impl Writer {
     }
 
     /// Retention by age and size, and expiry of dedup entries past the window.
-    fn maintain(&mut self, txn: &WriteTransaction, now: u64, changes: &mut DedupChanges) -> std::result::Result<(), redb::Error> {
+    fn maintain(
+        &mut self,
+        txn: &WriteTransaction,
+        now: u64,
+        changes: &mut DedupChanges,
+    ) -> std::result::Result<(), redb::Error> {
         let mut log = txn.open_table(LOG)?;
         let mut time_index = txn.open_table(TIME_INDEX)?;
         let age_floor = self.retention.max_age.map(|age| now.saturating_sub(age.as_millis() as u64));
@@ -286,11 +301,11 @@ impl Writer {
                 break;
             }
             dedup_keys.remove(seq)?;
-            if let Some(hash) = value.get(..16).map(|h| <KeyHash>::try_from(h).expect("16 bytes")) {
-                if self.dedup.get(&hash) == Some(&seq) {
-                    self.dedup.remove(&hash);
-                    changes.expired.push((hash, seq));
-                }
+            if let Some(hash) = value.get(..16).map(|h| <KeyHash>::try_from(h).expect("16 bytes"))
+                && self.dedup.get(&hash) == Some(&seq)
+            {
+                self.dedup.remove(&hash);
+                changes.expired.push((hash, seq));
             }
             forgotten += 1;
         }
