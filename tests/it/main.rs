@@ -2,6 +2,7 @@
 //! signatures, the real embedded bus, and the `hookbridge` binary itself.
 
 mod binary;
+mod docs;
 mod matrix;
 mod rejections;
 mod unavailable;

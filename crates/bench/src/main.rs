@@ -47,6 +47,9 @@ struct Args {
     /// Print the cost of each step of a request (verify, normalize, encode) and exit.
     #[arg(long)]
     steps: bool,
+    /// Run only the scenarios whose name contains this text (e.g. `MailPace`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +65,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run(args))
 }
+
+const CEILING_HTTP: &str = "ceiling: axum, body only";
+const CEILING_BUS: &str = "ceiling: embedded bus publish";
 
 /// Requests needed for a scenario at up to `max_rate` req/s.
 fn budget(args: &Args, max_rate: u64) -> usize {
@@ -80,21 +86,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!("preparing signed requests...");
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
     let mailpace = signed_requests("mailpace", "email.delivered", budget(&args, 40_000));
     let mailpipe = signed_requests("mailpipe", "email.sent", budget(&args, 60_000));
     let mut reports = Vec::new();
 
     // Ceiling 1: an axum handler that only reads the body.
-    let mut ceiling = Server::ceiling()?;
-    reports.push(load::run("ceiling: axum, body only", ceiling.addr, &mailpace, true, &args).await?);
-    ceiling.stop();
+    if wanted(CEILING_HTTP) {
+        let mut ceiling = Server::ceiling()?;
+        reports.push(load::run(CEILING_HTTP, ceiling.addr, &mailpace, true, &args).await?);
+        ceiling.stop();
+    }
 
     // Ceiling 2: the embedded bus's own publish rate with the same concurrency.
-    reports.push(bus_ceiling(&args).await?);
+    if wanted(CEILING_BUS) {
+        reports.push(bus_ceiling(&mailpace, &args).await?);
+    }
 
     // hookbridge itself, one fresh bus per scenario.
     for (name, requests) in [("hookbridge: MailPace (Ed25519)", &mailpace), ("hookbridge: Mailpipe (HMAC)", &mailpipe)]
     {
+        if !wanted(name) {
+            continue;
+        }
         let dir = tempfile::tempdir()?;
         let mut server = Server::hookbridge(&args.hookbridge, dir.path())?;
         reports.push(load::run(name, server.addr, requests, false, &args).await?);
@@ -109,9 +123,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             r.name, r.rate, r.p50_ms, r.p99_ms, r.max_ms, r.errors
         );
     }
-    let ceiling_rate = reports[0].rate;
-    for r in &reports[2..] {
-        println!("{}: {:.0}% of the body-only ceiling", r.name, 100.0 * r.rate / ceiling_rate);
+    if let Some(ceiling) = reports.iter().find(|r| r.name == CEILING_HTTP) {
+        for r in reports.iter().filter(|r| r.name.starts_with("hookbridge")) {
+            println!("{}: {:.0}% of the body-only ceiling", r.name, 100.0 * r.rate / ceiling.rate);
+        }
     }
     Ok(())
 }
@@ -137,10 +152,23 @@ fn signed_requests(source: &'static str, event: &'static str, count: usize) -> A
     Arc::new(chunks.into_iter().flat_map(|c| c.join().expect("signing thread")).collect())
 }
 
-async fn bus_ceiling(args: &Args) -> anyhow::Result<Report> {
+/// The same MailPace events, published straight onto the bus.
+async fn bus_ceiling(requests: &[Request], args: &Args) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
     let bus = Arc::new(EmbeddedBus::open(EmbeddedOptions::new(dir.path()))?);
-    let events: Arc<Vec<_>> = Arc::new((0..budget(args, 60_000)).map(|_| hookbridge_bus_event()).collect());
+    let meta = hookbridge_providers::SourceMeta {
+        event_source: "urn:hookbridge:source:bench".into(),
+        redactor: hookbridge_providers::Redactor::default(),
+    };
+    let events: Arc<Vec<_>> = Arc::new(
+        requests
+            .iter()
+            .map(|r| {
+                hookbridge_providers::normalize(hookbridge_providers::Provider::MailPace, &r.body, &meta, Utc::now())
+                    .expect("sample normalizes")
+            })
+            .collect(),
+    );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + args.warmup + args.duration;
@@ -178,23 +206,7 @@ async fn bus_ceiling(args: &Args) -> anyhow::Result<Report> {
         errors += e;
     }
     let measured = (Instant::now().min(deadline) - measure_from).as_secs_f64();
-    Ok(Report::new("ceiling: embedded bus publish", &merged, errors, measured))
-}
-
-fn hookbridge_bus_event() -> hookbridge_event::Event {
-    let signer = keys::signer("mailpace");
-    let (body, _) = keys::signed(&signer, "email.delivered", rand_seq(), Utc::now());
-    let meta = hookbridge_providers::SourceMeta {
-        event_source: "urn:hookbridge:source:bench".into(),
-        redactor: hookbridge_providers::Redactor::default(),
-    };
-    hookbridge_providers::normalize(hookbridge_providers::Provider::MailPace, &body, &meta, Utc::now())
-        .expect("sample normalizes")
-}
-
-fn rand_seq() -> u64 {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    Ok(Report::new(CEILING_BUS, &merged, errors, measured))
 }
 
 /// A server process under test, killed on drop.

@@ -101,6 +101,13 @@ mod tests {
     }
 
     #[test]
+    fn redaction_keeps_the_order_of_the_other_keys() {
+        let raw = RawValue::from_string(r#"{"z":1,"htmlbody":"x","a":2,"m":3}"#.into()).unwrap();
+        let parsed: Value = serde_json::from_str(raw.get()).unwrap();
+        assert_eq!(Redactor::new(&["htmlbody"]).original(&raw, &parsed).get(), r#"{"z":1,"a":2,"m":3}"#);
+    }
+
+    #[test]
     fn no_fields_keeps_the_raw_bytes() {
         let raw = RawValue::from_string(r#"{"a" : 1.0}"#.into()).unwrap();
         let parsed: Value = serde_json::from_str(raw.get()).unwrap();
