@@ -191,3 +191,11 @@ async fn redact_fields_removes_bodies_before_publishing() {
     assert_eq!(payload["subject"], "Invoice #1", "other fields stay");
     assert!(!serde_json::to_string(&event).unwrap().contains("Your invoice is attached"));
 }
+
+#[test]
+fn the_bus_conformance_suite_publishes_schema_valid_events() {
+    for ty in ["email.bounced", "email.delivered", "email.deferred", "email.queued", "email.opened", "message.created"]
+    {
+        checked(&hookbridge_bus::conformance::event(ty));
+    }
+}

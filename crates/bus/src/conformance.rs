@@ -51,10 +51,29 @@ macro_rules! conformance_tests {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A valid event of type `ty` with a unique id.
+/// A schema-valid event of type `ty` with a unique id.
 pub fn event(ty: &str) -> Event {
+    use hookbridge_event::data::{Bounce, BounceKind, EmailData, MessagingData, Normalized, ResourceData};
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let id = format!("conf-{}-{n}", std::process::id());
+    let normalized = if ty.starts_with("email.") {
+        let bounce = matches!(ty, "email.bounced" | "email.deferred").then(|| Bounce {
+            kind: BounceKind::Soft,
+            code: Some("421".into()),
+            message: None,
+        });
+        Normalized::Email(EmailData {
+            message_id: Some(format!("msg-{n}")),
+            to: vec!["ada@example.com".into()],
+            bounce,
+            ..EmailData::default()
+        })
+    } else if ty.starts_with("message.") {
+        Normalized::Messaging(MessagingData { message_id: Some(format!("msg-{n}")), ..MessagingData::default() })
+    } else {
+        Normalized::Resource(ResourceData { resource_id: Some(id.clone()) })
+    };
+    let original = RawValue::from_string(format!(r#"{{"seq":{n}}}"#)).unwrap();
     Event {
         specversion: SPEC_VERSION.into(),
         id: id.clone(),
@@ -66,7 +85,7 @@ pub fn event(ty: &str) -> Event {
         provider: "mailpipe".into(),
         providerevent: ty.into(),
         ingesttime: Utc::now(),
-        data: RawValue::from_string(format!(r#"{{"resource_id":"{id}","original":{{}}}}"#)).unwrap(),
+        data: normalized.into_data(&original),
     }
 }
 
