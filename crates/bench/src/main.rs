@@ -302,6 +302,24 @@ fn steps() {
         println!("{name:<44} {:>8.2} µs", started.elapsed().as_secs_f64() * 1e6 / f64::from(n));
     };
     let now = Utc::now();
+    for batch in [8usize, 32, 64] {
+        let key = keys::mailpace_key();
+        let bodies: Vec<Vec<u8>> =
+            (0..batch).map(|i| keys::signed(&keys::signer("mailpace"), "email.delivered", i as u64, now).0).collect();
+        let sigs: Vec<_> = bodies.iter().map(|b| ed25519_dalek::Signer::sign(&key, b)).collect();
+        let vks = vec![key.verifying_key(); batch];
+        let n = 20_000 / batch as u32;
+        let started = Instant::now();
+        for _ in 0..n {
+            let messages: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+            assert!(ed25519_dalek::verify_batch(&messages, &sigs, &vks).is_ok());
+        }
+        println!(
+            "{:<44} {:>8.2} µs",
+            format!("  ed25519 batch of {batch}, per signature"),
+            started.elapsed().as_secs_f64() * 1e6 / f64::from(n * batch as u32)
+        );
+    }
     for (source, event) in [("mailpace", "email.delivered"), ("mailpipe", "email.sent")] {
         let signer = keys::signer(source);
         let (body, (header, value)) = keys::signed(&signer, event, 1, now);

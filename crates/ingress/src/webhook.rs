@@ -34,7 +34,7 @@ pub(crate) async fn receive(
         }
     })?;
     let now = Utc::now();
-    if let Err(error) = source.verifier.verify(&headers, &body, now) {
+    if let Err(error) = source.verifier.verify_concurrent(&headers, &body, now).await {
         tracing::warn!(source = %name, reason = error.reason_code(), "webhook rejected: signature");
         return Err(error.into());
     }

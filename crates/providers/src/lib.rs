@@ -10,6 +10,7 @@
 //!   timestamped `t=…,v1=…` form), because the format is unconfirmed.
 //! - [`redact`]: removes configured fields from the original payload.
 
+pub mod batch;
 mod error;
 mod hmac_sig;
 pub mod mailpace;
@@ -102,6 +103,25 @@ impl Verifier {
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Result<(), VerifyError> {
         match self {
             Self::MailPace(v) => v.verify(headers, body),
+            Self::Mailpipe(v) => v.verify(headers, body),
+            Self::Whippy(v) => v.verify(headers, body, now),
+        }
+    }
+
+    /// [`verify`](Self::verify) for a server: Ed25519 signatures are
+    /// verified in batches with the others in flight ([`batch`]); HMAC is
+    /// cheap enough to check in place.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub async fn verify_concurrent(
+        &self,
+        headers: &HeaderMap,
+        body: &bytes::Bytes,
+        now: DateTime<Utc>,
+    ) -> Result<(), VerifyError> {
+        match self {
+            Self::MailPace(v) => v.verify_batched(headers, body.clone()).await,
             Self::Mailpipe(v) => v.verify(headers, body),
             Self::Whippy(v) => v.verify(headers, body, now),
         }

@@ -7,8 +7,11 @@
 //! sends no event id, so the id is derived from `payload.id`, `event` and
 //! `payload.updated_at`.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hookbridge_event::Event;
@@ -16,6 +19,7 @@ use hookbridge_event::data::{Bounce, BounceKind, EmailData, Normalized, Rejectio
 use hookbridge_event::taxonomy;
 use http::HeaderMap;
 
+use crate::batch::KeySet;
 use crate::normalize::{self, Fields, SourceMeta};
 use crate::{PayloadError, Provider, VerifyError};
 
@@ -28,7 +32,7 @@ pub const EVENTS: &[&str] = &["email.queued", "email.delivered", "email.deferred
 /// Checks MailPace signatures against a set of domain public keys.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    keys: Vec<VerifyingKey>,
+    keys: Arc<KeySet>,
 }
 
 /// Parses a public key as MailPace shows it: strict base64 of 32 bytes.
@@ -54,17 +58,26 @@ impl Verifier {
     /// A verifier over `keys`; weak (small-order) keys are dropped, so
     /// build keys with [`parse_public_key`] to have them reported.
     pub fn new(keys: Vec<VerifyingKey>) -> Self {
-        Self { keys: keys.into_iter().filter(|k| !k.is_weak()).collect() }
+        Self { keys: Arc::new(KeySet::new(keys.into_iter().filter(|k| !k.is_weak()).collect())) }
     }
 
-    pub(crate) fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+    fn signature(headers: &HeaderMap) -> Result<Signature, VerifyError> {
         let malformed = |detail| VerifyError::MalformedSignature { header: HEADER_NAME, detail };
         let value = crate::hmac_sig::header_str(headers, SIGNATURE_HEADER)
             .ok_or(VerifyError::MissingSignature(HEADER_NAME))?
             .map_err(|()| malformed("not visible ASCII"))?;
         let bytes = STANDARD.decode(value).map_err(|_| malformed("not strict base64"))?;
-        let signature = Signature::from_slice(&bytes).map_err(|_| malformed("not a 64-byte Ed25519 signature"))?;
-        if self.keys.iter().any(|key| ed25519_dalek::Verifier::verify(key, body, &signature).is_ok()) {
+        Signature::from_slice(&bytes).map_err(|_| malformed("not a 64-byte Ed25519 signature"))
+    }
+
+    pub(crate) fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+        let signature = Self::signature(headers)?;
+        if self.keys.verify_one(body, &signature) { Ok(()) } else { Err(VerifyError::InvalidSignature) }
+    }
+
+    pub(crate) async fn verify_batched(&self, headers: &HeaderMap, body: Bytes) -> Result<(), VerifyError> {
+        let signature = Self::signature(headers)?;
+        if crate::batch::verify(self.keys.clone(), body, signature).await {
             Ok(())
         } else {
             Err(VerifyError::InvalidSignature)
