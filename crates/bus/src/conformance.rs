@@ -12,7 +12,7 @@ use chrono::Utc;
 use hookbridge_event::{DATA_CONTENT_TYPE, Event, EventPattern, SPEC_VERSION};
 use serde_json::value::RawValue;
 
-use crate::{Bus, Consumer, Delivery, NewGroup, PublishOutcome, StartFrom, SubscribeOptions};
+use crate::{Bus, Consumer, Delivery, Failure, NewGroup, PublishOutcome, StartFrom, SubscribeOptions};
 
 /// One backend store that can be opened, dropped and opened again (a restart).
 #[async_trait]
@@ -36,6 +36,10 @@ macro_rules! conformance_tests {
             earliest_and_latest,
             concurrent_consumers_share_a_group,
             groups_are_independent,
+            dead_letters_are_kept_replayed_and_discarded,
+            group_status_counts_outstanding_work,
+            state_is_shared_and_durable,
+            count_between_counts_a_window,
         );
     };
     (@cases $store:expr; $($case:ident),* $(,)?) => {
@@ -314,4 +318,77 @@ pub async fn groups_are_independent(store: &dyn Store) {
     assert_eq!(d.event.id, e.id);
     d.ack().await.unwrap();
     held.ack().await.unwrap();
+}
+
+fn failure(status: u16) -> Failure {
+    Failure { attempts: 3, last_status: Some(status), last_error: format!("HTTP {status}") }
+}
+
+pub async fn dead_letters_are_kept_replayed_and_discarded(store: &dyn Store) {
+    let (a, b) = (event("email.bounced"), event("email.bounced"));
+    {
+        let bus = store.open().await;
+        publish(&bus, &[a.clone(), b.clone()]).await;
+        let mut consumer = bus.subscribe(options("dlq", &["*"], FROM_START)).await.unwrap();
+        for _ in 0..2 {
+            next(&mut consumer).await.dead_letter("dlq", failure(500)).await.unwrap();
+        }
+        assert_quiet(&mut consumer, Duration::from_millis(200)).await;
+    }
+    // Dead letters survive a restart, with why they failed.
+    let bus = store.open().await;
+    let letters = bus.dead_letters("dlq").await.unwrap();
+    assert_eq!(letters.iter().map(|l| l.event.id.as_str()).collect::<Vec<_>>(), [a.id.as_str(), b.id.as_str()]);
+    assert_eq!(letters[0].failure, failure(500));
+    assert_eq!(bus.dead_letters("another-group").await.unwrap().len(), 0);
+
+    let mut consumer = bus.subscribe(options("dlq", &["*"], FROM_START)).await.unwrap();
+    assert_eq!(bus.replay_dead_letters("dlq", Some(&letters[0].id)).await.unwrap(), 1);
+    let d = next(&mut consumer).await;
+    assert_eq!((d.event.id.as_str(), d.attempt), (a.id.as_str(), 1), "replayed as a first attempt");
+    d.ack().await.unwrap();
+    assert_eq!(bus.dead_letters("dlq").await.unwrap().len(), 1);
+    assert_eq!(bus.discard_dead_letters("dlq", None).await.unwrap(), 1);
+    assert!(bus.dead_letters("dlq").await.unwrap().is_empty());
+    assert_quiet(&mut consumer, Duration::from_millis(200)).await;
+}
+
+pub async fn group_status_counts_outstanding_work(store: &dyn Store) {
+    let bus = store.open().await;
+    let patterns = [EventPattern::parse("email.*").unwrap()];
+    let mut consumer = bus.subscribe(options("status", &["email.*"], StartFrom::Latest)).await.unwrap();
+    publish(&bus, &[event("email.bounced"), event("message.created"), event("email.queued"), event("email.opened")]).await;
+    let status = bus.group_status("status", &patterns).await.unwrap();
+    assert_eq!(status.backlog, 3, "{status:?}");
+    assert!(status.oldest_undelivered.is_some());
+    next(&mut consumer).await.ack().await.unwrap();
+    next(&mut consumer).await.nack(Duration::from_secs(60)).await.unwrap();
+    let status = bus.group_status("status", &patterns).await.unwrap();
+    assert_eq!((status.backlog, status.pending_retries, status.dead_letters), (1, 1, 0), "{status:?}");
+}
+
+pub async fn state_is_shared_and_durable(store: &dyn Store) {
+    {
+        let bus = store.open().await;
+        assert_eq!(bus.get_state("relay.billing").await.unwrap(), None);
+        bus.put_state("relay.billing", Some(b"disabled".to_vec())).await.unwrap();
+        bus.put_state("relay.other", Some(b"x".to_vec())).await.unwrap();
+        bus.put_state("relay.other", None).await.unwrap();
+    }
+    let bus = store.open().await;
+    assert_eq!(bus.get_state("relay.billing").await.unwrap().as_deref(), Some(&b"disabled"[..]));
+    assert_eq!(bus.get_state("relay.other").await.unwrap(), None);
+}
+
+pub async fn count_between_counts_a_window(store: &dyn Store) {
+    let bus = store.open().await;
+    publish(&bus, &[event("email.bounced")]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let since = Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    publish(&bus, &[event("email.bounced"), event("message.created"), event("email.queued")]).await;
+    let patterns = [EventPattern::parse("email.*").unwrap()];
+    if let Some(count) = bus.count_between(&patterns, since, Utc::now()).await.unwrap() {
+        assert_eq!(count, 2);
+    }
 }

@@ -91,6 +91,84 @@ pub trait Bus: Publisher {
     /// [`Error::Invalid`] for a bad group name or conflicting options;
     /// [`Error::Unavailable`] when the backend cannot be reached.
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Consumer>>;
+
+    /// The dead letters kept for `group`, oldest first.
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetter>>;
+
+    /// Hands dead letters (one by id, or all) back to `group` for delivery
+    /// now, as first attempts; returns how many.
+    ///
+    /// # Errors
+    /// When the backend cannot be written; nothing was moved.
+    async fn replay_dead_letters(&self, group: &str, id: Option<&str>) -> Result<u64>;
+
+    /// Deletes dead letters (one by id, or all); returns how many.
+    ///
+    /// # Errors
+    /// When the backend cannot be written.
+    async fn discard_dead_letters(&self, group: &str, id: Option<&str>) -> Result<u64>;
+
+    /// What `group` still has to do among the events matching `patterns`.
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    async fn group_status(&self, group: &str, patterns: &[EventPattern]) -> Result<GroupStatus>;
+
+    /// How many retained events match `patterns` and were published in
+    /// `[since, until]`, if the backend can tell cheaply enough.
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    async fn count_between(&self, patterns: &[EventPattern], since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Option<u64>>;
+
+    /// A small durable value shared by every process on this bus (e.g. a
+    /// subscriber disabled by an operator).
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Sets (or with `None` removes) a value read by [`get_state`](Bus::get_state).
+    ///
+    /// # Errors
+    /// When the backend cannot be written.
+    async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()>;
+}
+
+/// An event a subscriber could not take, kept until replayed or discarded.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Identifies it within its group.
+    pub id: String,
+    pub event: Event,
+    pub failure: Failure,
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+/// Why delivery gave up.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// Attempts made.
+    pub attempts: u32,
+    /// The subscriber's last HTTP status, if it answered.
+    pub last_status: Option<u16>,
+    /// What went wrong last, in words (never a secret).
+    pub last_error: String,
+}
+
+/// A group's outstanding work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStatus {
+    /// Matching events published and not yet settled by the group.
+    pub backlog: u64,
+    /// Scheduled retries.
+    pub pending_retries: u64,
+    pub dead_letters: u64,
+    /// When the oldest unsettled matching event was published.
+    pub oldest_undelivered: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -119,6 +197,7 @@ pub struct Delivery {
 pub trait Acker: Send + Sync + Debug {
     async fn ack(self: Box<Self>) -> Result<()>;
     async fn nack(self: Box<Self>, delay: Duration) -> Result<()>;
+    async fn dead_letter(self: Box<Self>, group: &str, failure: Failure) -> Result<()>;
 }
 
 impl Delivery {
@@ -141,5 +220,15 @@ impl Delivery {
     /// When the retry could not be stored; the event will come again.
     pub async fn nack(self, delay: Duration) -> Result<()> {
         self.acker.nack(delay).await
+    }
+
+    /// Settles the event for this group and keeps it in `group`'s dead
+    /// letters (usually this group's own; a replay files its failures under
+    /// the subscriber's), atomically where the backend allows.
+    ///
+    /// # Errors
+    /// When it could not be stored; the event will come again.
+    pub async fn dead_letter(self, group: &str, failure: Failure) -> Result<()> {
+        self.acker.dead_letter(group, failure).await
     }
 }

@@ -19,7 +19,7 @@ use super::record::{self, decode_delayed, encode_delayed};
 use super::tables::{DELAYED, LOG};
 use super::writer::Settle;
 use super::{Shared, now_ms, storage};
-use crate::{Acker, Consumer, Delivery, Error, Result, SubscribeOptions};
+use crate::{Acker, Consumer, Delivery, Error, Failure, Result, SubscribeOptions};
 
 /// How many log records one read pulls into the group's buffer.
 const READ_AHEAD: usize = 256;
@@ -113,6 +113,17 @@ impl Group {
 
     fn wants(&self, ty: &str) -> bool {
         self.patterns.iter().any(|p| p.matches(ty))
+    }
+
+    /// The position last committed.
+    pub(crate) fn committed(&self) -> u64 {
+        self.lock().committed
+    }
+
+    /// Makes retries stored by someone else (a dead-letter replay) known.
+    pub(crate) fn schedule(&self, entries: &[(u64, u64)]) {
+        self.lock().delayed.extend(entries.iter().copied());
+        self.wake.notify_waiters();
     }
 }
 
@@ -247,7 +258,7 @@ struct EmbeddedAcker {
 }
 
 impl EmbeddedAcker {
-    async fn settle(&mut self, retry_after: Option<Duration>) -> Result<()> {
+    async fn settle(&mut self, retry_after: Option<Duration>, dead_letter: Option<(&str, Failure)>) -> Result<()> {
         let pending = self.pending.as_ref().expect("settled once");
         let mut settle = Settle::default();
         let seq = match pending.origin {
@@ -260,6 +271,10 @@ impl EmbeddedAcker {
         let due = retry_after.map(|delay| now_ms() + delay.as_millis() as u64);
         if let Some(due) = due {
             settle.add_delayed = Some((due, seq, encode_delayed(pending.attempt + 1, &pending.record)));
+        }
+        if let Some((into, failure)) = dead_letter {
+            let value = record::encode_dead_letter(&failure, now_ms(), &pending.record);
+            settle.add_dead_letter = Some((into.to_owned(), seq, value));
         }
         if let Origin::Log(seq) = pending.origin {
             let mut state = self.group.lock();
@@ -298,11 +313,15 @@ impl EmbeddedAcker {
 #[async_trait]
 impl Acker for EmbeddedAcker {
     async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.settle(None).await
+        self.settle(None, None).await
     }
 
     async fn nack(mut self: Box<Self>, delay: Duration) -> Result<()> {
-        self.settle(Some(delay)).await
+        self.settle(Some(delay), None).await
+    }
+
+    async fn dead_letter(mut self: Box<Self>, group: &str, failure: Failure) -> Result<()> {
+        self.settle(None, Some((group, failure))).await
     }
 }
 

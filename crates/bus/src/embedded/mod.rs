@@ -28,9 +28,13 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::consumer::Group;
-use self::tables::{DEDUP_KEYS, DELAYED, GROUPS, LOG, META, TIME_INDEX};
+use self::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX};
 use self::writer::{Command, LogState, Writer};
-use crate::{Bus, Consumer, Error, NewGroup, PublishOutcome, Publisher, Result, StartFrom, SubscribeOptions};
+use crate::{
+    Bus, Consumer, DeadLetter, Error, GroupStatus, NewGroup, PublishOutcome, Publisher, Result, StartFrom, SubscribeOptions,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use hookbridge_event::EventPattern;
 
 /// File name of the log inside the bus directory.
 pub const FILE_NAME: &str = "hookbridge-bus.redb";
@@ -130,6 +134,8 @@ impl EmbeddedBus {
             txn.open_table(GROUPS).map_err(storage)?;
             txn.open_table(DELAYED).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
+            txn.open_table(DEAD_LETTERS).map_err(storage)?;
+            txn.open_table(STATE).map_err(storage)?;
             let state = LogState::load(&txn).map_err(storage)?;
             let dedup = writer::load_dedup(&txn).map_err(storage)?;
             txn.commit().map_err(storage)?;
@@ -220,6 +226,16 @@ impl Shared {
         let _ = self.tx().try_send(Command::Settle { group: group.to_owned(), settle, reply: None });
     }
 
+    async fn request<T>(&self, command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx().send(command(reply)).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    fn open_group(&self, group: &str) -> Option<Arc<Group>> {
+        self.groups.lock().expect("groups lock").get(group).and_then(Weak::upgrade)
+    }
+
     async fn reset(&self, group: &str, position: u64) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.tx().send(Command::Reset { group: group.to_owned(), position, reply }).await.map_err(|_| Error::Closed)?;
@@ -304,4 +320,107 @@ impl Bus for EmbeddedBus {
         };
         Ok(Box::new(consumer::EmbeddedConsumer::new(self.shared.clone(), group)))
     }
+
+    async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetter>> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(DEAD_LETTERS).map_err(storage)?;
+        let mut letters = Vec::new();
+        for entry in table.range((group, 0)..=(group, u64::MAX)).map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            let Some((failure, dead_ms, bytes)) = record::decode_dead_letter(value.value()) else { continue };
+            let Some(event) = record::decode(bytes).and_then(|r| Event::from_json(r.json).ok()) else { continue };
+            letters.push(DeadLetter { id: key.value().1.to_string(), event, failure, dead_lettered_at: to_time(dead_ms) });
+        }
+        Ok(letters)
+    }
+
+    async fn replay_dead_letters(&self, group: &str, id: Option<&str>) -> Result<u64> {
+        let seq = parse_id(id)?;
+        let moved = self
+            .shared
+            .request(|reply| Command::ReplayDeadLetters { group: group.to_owned(), seq, reply })
+            .await?;
+        if let Some(open) = self.shared.open_group(group) {
+            open.schedule(&moved);
+        }
+        Ok(moved.len() as u64)
+    }
+
+    async fn discard_dead_letters(&self, group: &str, id: Option<&str>) -> Result<u64> {
+        let seq = parse_id(id)?;
+        self.shared.request(|reply| Command::DiscardDeadLetters { group: group.to_owned(), seq, reply }).await
+    }
+
+    async fn group_status(&self, group: &str, patterns: &[EventPattern]) -> Result<GroupStatus> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let stored = txn.open_table(GROUPS).map_err(storage)?.get(group).map_err(storage)?.map(|v| v.value());
+        let open = self.shared.open_group(group).map(|g| g.committed());
+        let position = stored.into_iter().chain(open).max().unwrap_or(*self.shared.head.borrow());
+        let mut status = GroupStatus::default();
+        let log = txn.open_table(LOG).map_err(storage)?;
+        for entry in log.range(position..).map_err(storage)? {
+            let (_, bytes) = entry.map_err(storage)?;
+            if let Some(rec) = record::decode(bytes.value()).filter(|r| matches(patterns, r.ty)) {
+                status.backlog += 1;
+                status.oldest_undelivered.get_or_insert(to_time(rec.appended_ms));
+            }
+        }
+        let delayed = txn.open_table(DELAYED).map_err(storage)?;
+        for entry in delayed.range((group, 0, 0)..=(group, u64::MAX, u64::MAX)).map_err(storage)? {
+            let (_, value) = entry.map_err(storage)?;
+            status.pending_retries += 1;
+            if let Some(rec) = record::decode_delayed(value.value()).and_then(|(_, r)| record::decode(r)) {
+                let at = to_time(rec.appended_ms);
+                status.oldest_undelivered = Some(status.oldest_undelivered.map_or(at, |t| t.min(at)));
+            }
+        }
+        let dead = txn.open_table(DEAD_LETTERS).map_err(storage)?;
+        status.dead_letters = dead.range((group, 0)..=(group, u64::MAX)).map_err(storage)?.count() as u64;
+        Ok(status)
+    }
+
+    async fn count_between(&self, patterns: &[EventPattern], since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Option<u64>> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let since_ms = u64::try_from(since.timestamp_millis()).unwrap_or(0);
+        let until_ms = u64::try_from(until.timestamp_millis()).unwrap_or(0);
+        let index = txn.open_table(TIME_INDEX).map_err(storage)?;
+        let Some(start) = index.range(since_ms..).map_err(storage)?.next().transpose().map_err(storage)?.map(|(_, s)| s.value())
+        else {
+            return Ok(Some(0));
+        };
+        let log = txn.open_table(LOG).map_err(storage)?;
+        let mut count = 0;
+        for entry in log.range(start..).map_err(storage)? {
+            let (_, bytes) = entry.map_err(storage)?;
+            let Some(rec) = record::decode(bytes.value()) else { continue };
+            if rec.appended_ms > until_ms {
+                break;
+            }
+            count += u64::from(matches(patterns, rec.ty));
+        }
+        Ok(Some(count))
+    }
+
+    async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(STATE).map_err(storage)?;
+        Ok(table.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+
+    async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {
+        self.shared.request(|reply| Command::PutState { key: key.to_owned(), value, reply }).await
+    }
+}
+
+fn parse_id(id: Option<&str>) -> Result<Option<u64>> {
+    id.map(|id| id.parse::<u64>().map_err(|_| Error::Invalid(format!("`{id}` is not a dead-letter id of this bus"))))
+        .transpose()
+}
+
+pub(crate) fn to_time(ms: u64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms as i64).single().unwrap_or_else(Utc::now)
+}
+
+fn matches(patterns: &[EventPattern], ty: &str) -> bool {
+    patterns.iter().any(|p| p.matches(ty))
 }

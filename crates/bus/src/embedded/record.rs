@@ -61,6 +61,24 @@ pub(crate) fn decode_delayed(bytes: &[u8]) -> Option<(u32, &[u8])> {
     Some((u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?), &bytes[4..]))
 }
 
+/// A dead letter: the failure as JSON, when it happened, then the record.
+pub(crate) fn encode_dead_letter(failure: &crate::Failure, dead_ms: u64, record: &[u8]) -> Vec<u8> {
+    let failure = serde_json::to_vec(failure).expect("failure serializes");
+    let mut out = Vec::with_capacity(12 + failure.len() + record.len());
+    out.extend_from_slice(&(failure.len() as u32).to_be_bytes());
+    out.extend_from_slice(&failure);
+    out.extend_from_slice(&dead_ms.to_be_bytes());
+    out.extend_from_slice(record);
+    out
+}
+
+pub(crate) fn decode_dead_letter(bytes: &[u8]) -> Option<(crate::Failure, u64, &[u8])> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let failure = serde_json::from_slice(bytes.get(4..4 + len)?).ok()?;
+    let dead_ms = u64::from_be_bytes(bytes.get(4 + len..12 + len)?.try_into().ok()?);
+    Some((failure, dead_ms, bytes.get(12 + len..)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,10 @@ pub(crate) const DEDUP_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new(
 pub(crate) const GROUPS: TableDefinition<&str, u64> = TableDefinition::new("groups");
 /// (group, due unix ms, seq) → attempt and record of a scheduled retry.
 pub(crate) const DELAYED: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("delayed");
+/// (group, seq) → failure, time and record of a dead letter.
+pub(crate) const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
+/// Small shared values (`Bus::put_state`).
+pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// Counters: `next_seq`, `total_bytes`.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

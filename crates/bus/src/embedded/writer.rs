@@ -12,7 +12,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::record;
-use super::tables::{DEDUP_KEYS, DELAYED, GROUPS, LOG, META, TIME_INDEX, meta_get};
+use super::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX, meta_get};
 use super::{Retention, now_ms};
 use crate::{Error, PublishOutcome, Result};
 
@@ -42,6 +42,10 @@ pub(crate) enum Command {
         position: u64,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Moves dead letters (one seq, or all) back into the group's retries, due now.
+    ReplayDeadLetters { group: String, seq: Option<u64>, reply: oneshot::Sender<Result<Vec<(u64, u64)>>> },
+    DiscardDeadLetters { group: String, seq: Option<u64>, reply: oneshot::Sender<Result<u64>> },
+    PutState { key: String, value: Option<Vec<u8>>, reply: oneshot::Sender<Result<()>> },
     Maintain,
 }
 
@@ -53,6 +57,8 @@ pub(crate) struct Settle {
     pub remove_delayed: Option<(u64, u64)>,
     /// A retry to schedule: `(due_ms, seq, encoded delayed value)`.
     pub add_delayed: Option<(u64, u64, Vec<u8>)>,
+    /// A dead letter to keep: `(group, seq, encoded dead letter)`.
+    pub add_dead_letter: Option<(String, u64, Vec<u8>)>,
 }
 
 /// Counters the writer keeps in META.
@@ -120,6 +126,31 @@ struct DedupChanges {
 enum Reply {
     Publish(oneshot::Sender<Result<PublishOutcome>>, PublishOutcome),
     Unit(Option<oneshot::Sender<Result<()>>>),
+    Moved(oneshot::Sender<Result<Vec<(u64, u64)>>>, Vec<(u64, u64)>),
+    Count(oneshot::Sender<Result<u64>>, u64),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Self::Publish(tx, outcome) => drop(tx.send(Ok(outcome))),
+            Self::Unit(Some(tx)) => drop(tx.send(Ok(()))),
+            Self::Unit(None) => {}
+            Self::Moved(tx, moved) => drop(tx.send(Ok(moved))),
+            Self::Count(tx, n) => drop(tx.send(Ok(n))),
+        }
+    }
+
+    fn fail(self, message: &str) {
+        let error = || Error::Storage(message.to_owned());
+        match self {
+            Self::Publish(tx, _) => drop(tx.send(Err(error()))),
+            Self::Unit(Some(tx)) => drop(tx.send(Err(error()))),
+            Self::Unit(None) => {}
+            Self::Moved(tx, _) => drop(tx.send(Err(error()))),
+            Self::Count(tx, _) => drop(tx.send(Err(error()))),
+        }
+    }
 }
 
 impl Writer {
@@ -151,13 +182,7 @@ impl Writer {
                     *head = self.state.next_seq;
                     changed
                 });
-                for reply in replies {
-                    match reply {
-                        Reply::Publish(tx, outcome) => drop(tx.send(Ok(outcome))),
-                        Reply::Unit(Some(tx)) => drop(tx.send(Ok(()))),
-                        Reply::Unit(None) => {}
-                    }
-                }
+                replies.into_iter().for_each(Reply::send);
             }
             Err(error) => {
                 tracing::error!(%error, "embedded bus write failed; nothing in the batch was acknowledged");
@@ -167,13 +192,7 @@ impl Writer {
                 }
                 self.dedup.extend(changes.expired);
                 let message = error.to_string();
-                for reply in replies {
-                    match reply {
-                        Reply::Publish(tx, _) => drop(tx.send(Err(Error::Storage(message.clone())))),
-                        Reply::Unit(Some(tx)) => drop(tx.send(Err(Error::Storage(message.clone())))),
-                        Reply::Unit(None) => {}
-                    }
-                }
+                replies.into_iter().for_each(|reply| reply.fail(&message));
             }
         }
     }
@@ -192,6 +211,8 @@ impl Writer {
             let mut dedup_keys = txn.open_table(DEDUP_KEYS)?;
             let mut groups = txn.open_table(GROUPS)?;
             let mut delayed = txn.open_table(DELAYED)?;
+            let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
+            let mut state = txn.open_table(STATE)?;
             let mut time_index = txn.open_table(TIME_INDEX)?;
             let mut indexed_ms = None;
             for command in batch {
@@ -234,7 +255,44 @@ impl Writer {
                         if let Some((due, seq, value)) = &settle.add_delayed {
                             delayed.insert((group.as_str(), *due, *seq), value.as_slice())?;
                         }
+                        if let Some((into, seq, value)) = &settle.add_dead_letter {
+                            dead_letters.insert((into.as_str(), *seq), value.as_slice())?;
+                        }
                         replies.push(Reply::Unit(reply));
+                    }
+                    Command::ReplayDeadLetters { group, seq, reply } => {
+                        let range = seq.map_or((0, u64::MAX), |s| (s, s));
+                        let letters: Vec<(u64, Vec<u8>)> = dead_letters
+                            .range((group.as_str(), range.0)..=(group.as_str(), range.1))?
+                            .map(|e| e.map(|(k, v)| (k.value().1, v.value().to_vec())))
+                            .collect::<std::result::Result<_, _>>()?;
+                        let mut moved = Vec::with_capacity(letters.len());
+                        for (seq, value) in letters {
+                            dead_letters.remove((group.as_str(), seq))?;
+                            if let Some((_, _, record)) = record::decode_dead_letter(&value) {
+                                delayed.insert((group.as_str(), now, seq), record::encode_delayed(1, record).as_slice())?;
+                                moved.push((now, seq));
+                            }
+                        }
+                        replies.push(Reply::Moved(reply, moved));
+                    }
+                    Command::DiscardDeadLetters { group, seq, reply } => {
+                        let range = seq.map_or((0, u64::MAX), |s| (s, s));
+                        let keys: Vec<u64> = dead_letters
+                            .range((group.as_str(), range.0)..=(group.as_str(), range.1))?
+                            .map(|e| e.map(|(k, _)| k.value().1))
+                            .collect::<std::result::Result<_, _>>()?;
+                        for seq in &keys {
+                            dead_letters.remove((group.as_str(), *seq))?;
+                        }
+                        replies.push(Reply::Count(reply, keys.len() as u64));
+                    }
+                    Command::PutState { key, value, reply } => {
+                        match value {
+                            Some(value) => state.insert(key.as_str(), value.as_slice())?,
+                            None => state.remove(key.as_str())?,
+                        };
+                        replies.push(Reply::Unit(Some(reply)));
                     }
                     Command::Reset { group, position, reply } => {
                         groups.insert(group.as_str(), position)?;

@@ -1,0 +1,4 @@
+//! hookbridge's relay (in progress).
+pub mod circuit;
+pub mod policy;
+pub mod sign;
