@@ -17,8 +17,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook ingress.
     Ingress(ConfigArg),
-    /// Run everything in one process (today: the ingress on the configured bus).
+    /// Run the relay: deliver events to the configured subscribers.
+    Relay(ConfigArg),
+    /// Run ingress and relay in one process on the configured bus.
     Run(ConfigArg),
+    /// Show subscribers, or enable or disable one (through the admin API).
+    #[command(subcommand)]
+    Subscribers(SubscribersCommand),
+    /// List, replay or discard a subscriber's dead letters (through the admin API).
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// Re-deliver to a subscriber what the bus retains since a time (through the admin API).
+    Replay(ReplayArgs),
+    /// Receive deliveries: verify their Standard Webhooks signature and print them.
+    Receive(ReceiveArgs),
     /// Validate a config file and print what it configures, without secrets.
     Check(ConfigArg),
     /// Sign a realistic sample webhook the way its provider does and POST it.
@@ -32,6 +44,85 @@ pub struct ConfigArg {
     /// The TOML config file.
     #[arg(long, short, env = "HOOKBRIDGE_CONFIG")]
     pub config: PathBuf,
+}
+
+/// Where the admin API is: from the config file, overridable by flags.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The config file whose admin.listen and admin.token are used.
+    #[arg(long, short, env = "HOOKBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Base URL of the admin API, e.g. http://10.0.0.5:9090 (default: from admin.listen).
+    #[arg(long, env = "HOOKBRIDGE_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    /// Bearer token (default: admin.token). Also accepts env:NAME and file:PATH.
+    #[arg(long, env = "HOOKBRIDGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscribersCommand {
+    /// Each subscriber's state, backlog, pending retries and dead letters.
+    List(AdminArgs),
+    /// Resume deliveries to a subscriber (closes its circuit).
+    Enable(SubscriberArgs),
+    /// Stop deliveries to a subscriber; its events wait on the bus.
+    Disable(SubscriberArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SubscriberArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[arg(long)]
+    pub subscriber: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// The subscriber's dead letters with why they failed.
+    List(SubscriberArgs),
+    /// Deliver dead letters again (one with --id, otherwise all).
+    Replay(DeadLetterArgs),
+    /// Delete dead letters (one with --id, otherwise all).
+    Discard(DeadLetterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLetterArgs {
+    #[command(flatten)]
+    pub target: SubscriberArgs,
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub target: SubscriberArgs,
+    /// Start of the window (RFC 3339, e.g. 2026-11-22T10:00:00Z).
+    #[arg(long)]
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// End of the window (default: now).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only these event types (exact, family.*); repeatable.
+    #[arg(long = "events")]
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9000.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: std::net::SocketAddr,
+    /// whsec_ secret (v1) or whpk_/whsk_ key (v1a) to verify with; repeatable.
+    /// Also accepts env:NAME and file:PATH.
+    #[arg(long = "secret", required = true)]
+    pub secrets: Vec<String>,
+    /// Status to answer verified deliveries with.
+    #[arg(long, default_value_t = 204)]
+    pub status: u16,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +169,21 @@ pub fn summary(config: &Config) -> String {
     for source in &config.ingress.sources {
         let _ = writeln!(out, "  POST /webhooks/{}  provider {}", source.name, source.provider);
     }
-    let _ = writeln!(out, "admin: {}", config.admin.listen);
+    for s in &config.relay.subscribers {
+        let events: Vec<String> = s.events.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  deliver {} to subscriber {}{}",
+            events.join(", "),
+            s.name,
+            if s.enabled { "" } else { " (disabled)" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "admin: {} (admin API {})",
+        config.admin.listen,
+        if config.admin.token.is_some() { "enabled" } else { "off: no admin.token" }
+    );
     out
 }

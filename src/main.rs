@@ -1,7 +1,9 @@
 //! The `hookbridge` command: parses arguments and config, sets up logging,
 //! binds, and hands over to the library crates.
 
+mod admin;
 mod cli;
+mod receive;
 mod sample;
 
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ use clap::Parser;
 use hookbridge_bus::embedded::EmbeddedBus;
 use hookbridge_config::{Config, LogFormat};
 use hookbridge_ingress::{Health, Ingress};
+use hookbridge_relay::Relay;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -32,12 +35,13 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Ingress(args) | Command::Run(args) => {
-            let config = load(&args.config)?;
-            init_logging(&config);
-            serve(config).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Ingress(args) => run_role(&args.config, Role { ingress: true, relay: false }).await,
+        Command::Relay(args) => run_role(&args.config, Role { ingress: false, relay: true }).await,
+        Command::Run(args) => run_role(&args.config, Role { ingress: true, relay: true }).await,
+        Command::Subscribers(command) => admin::subscribers(command).await,
+        Command::DeadLetters(command) => admin::dead_letters(command).await,
+        Command::Replay(args) => admin::replay(args).await,
+        Command::Receive(args) => receive::run(args).await,
         Command::Check(args) => {
             let config = load(&args.config)?;
             print!("{}", cli::summary(&config));
@@ -65,37 +69,90 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Opens the bus, binds both listeners, serves until SIGTERM or Ctrl-C, then
-/// drains within the grace period.
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let bus = EmbeddedBus::open(config.bus.embedded.clone()).context("opening the embedded bus")?;
-    let listener = TcpListener::bind(config.ingress.listen)
-        .await
-        .with_context(|| format!("binding ingress.listen {}", config.ingress.listen))?;
+/// Which halves of hookbridge a process runs.
+#[derive(Debug, Clone, Copy)]
+struct Role {
+    ingress: bool,
+    relay: bool,
+}
+
+async fn run_role(path: &std::path::Path, role: Role) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    if role.ingress && config.ingress.sources.is_empty() {
+        anyhow::bail!("no [[ingress.sources]] are configured: nothing would be received");
+    }
+    if role.relay && !role.ingress && config.relay.subscribers.is_empty() {
+        anyhow::bail!("no [[relay.subscribers]] are configured: nothing would be delivered");
+    }
+    init_logging(&config);
+    serve(config, role).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the bus, binds the listeners, serves until SIGTERM or Ctrl-C, then
+/// drains within the grace period: readiness drops, webhooks in flight are
+/// answered, deliveries in flight finish and are settled.
+async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    let bus = Arc::new(EmbeddedBus::open(config.bus.embedded.clone()).context("opening the embedded bus")?);
+    let health = Health::new(bus.clone());
+    let shutdown = CancellationToken::new();
+    let relay = if role.relay && !config.relay.subscribers.is_empty() {
+        Some(Relay::start(bus.clone(), config.relay.clone(), shutdown.clone()).await.context("starting the relay")?)
+    } else {
+        None
+    };
+    let mut admin_router = hookbridge_ingress::admin_router(health.clone());
+    if let Some(relay) = &relay {
+        admin_router = admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
+    }
     let admin = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding admin.listen {}", config.admin.listen))?;
+    let listener = if role.ingress {
+        Some(
+            TcpListener::bind(config.ingress.listen)
+                .await
+                .with_context(|| format!("binding ingress.listen {}", config.ingress.listen))?,
+        )
+    } else {
+        None
+    };
     tracing::info!(
-        webhooks = %listener.local_addr()?,
+        webhooks = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("-".to_owned(), |a| a.to_string()),
         admin = %admin.local_addr()?,
         backend = "embedded",
         bus = %bus.path().display(),
-        sources = config.ingress.sources.len(),
+        sources = if role.ingress { config.ingress.sources.len() } else { 0 },
+        subscribers = relay.as_ref().map_or(0, |_| config.relay.subscribers.len()),
         "hookbridge listening"
     );
-    let publisher = Arc::new(bus);
-    let ingress = Arc::new(Ingress::new(&config.ingress, publisher.clone()));
-    let health = Health::new(publisher.clone());
-    let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    let grace = config.ingress.shutdown_grace;
-    let server = hookbridge_ingress::run(ingress, health, listener, admin, shutdown.clone());
+    let admin_stop = CancellationToken::new();
+    let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
+    let admin_task = tokio::spawn(async move { admin_server.await });
+
+    let grace = config.ingress.shutdown_grace.max(config.relay_shutdown_grace);
+    let work = async {
+        if let Some(listener) = listener {
+            let ingress = Arc::new(Ingress::new(&config.ingress, bus.clone()));
+            hookbridge_ingress::serve_webhooks(ingress, health.clone(), listener, shutdown.clone()).await?;
+        } else {
+            shutdown.cancelled().await;
+            health.start_draining();
+        }
+        if let Some(relay) = &relay {
+            relay.wait().await;
+        }
+        anyhow::Ok(())
+    };
     tokio::select! {
-        result = server => result.context("serving")?,
+        result = work => result.context("serving")?,
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "shutdown grace period over with requests in flight; exiting");
+            tracing::warn!(?grace, "shutdown grace period over with work in flight; exiting");
         }
     }
+    admin_stop.cancel();
+    let _ = admin_task.await;
     tracing::info!("hookbridge stopped");
     Ok(())
 }

@@ -357,7 +357,8 @@ pub async fn group_status_counts_outstanding_work(store: &dyn Store) {
     let bus = store.open().await;
     let patterns = [EventPattern::parse("email.*").unwrap()];
     let mut consumer = bus.subscribe(options("status", &["email.*"], StartFrom::Latest)).await.unwrap();
-    publish(&bus, &[event("email.bounced"), event("message.created"), event("email.queued"), event("email.opened")]).await;
+    publish(&bus, &[event("email.bounced"), event("message.created"), event("email.queued"), event("email.opened")])
+        .await;
     let status = bus.group_status("status", &patterns).await.unwrap();
     assert_eq!(status.backlog, 3, "{status:?}");
     assert!(status.oldest_undelivered.is_some());

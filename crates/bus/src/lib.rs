@@ -122,7 +122,12 @@ pub trait Bus: Publisher {
     ///
     /// # Errors
     /// When the backend cannot be read.
-    async fn count_between(&self, patterns: &[EventPattern], since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Option<u64>>;
+    async fn count_between(
+        &self,
+        patterns: &[EventPattern],
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<u64>>;
 
     /// A small durable value shared by every process on this bus (e.g. a
     /// subscriber disabled by an operator).

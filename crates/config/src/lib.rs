@@ -27,6 +27,11 @@ use figment::providers::{Env, Format, Toml};
 use hookbridge_bus::embedded::{EmbeddedOptions, Retention};
 use hookbridge_providers::whippy::{self, Scheme};
 use hookbridge_providers::{HmacSecret, Provider, Redactor, SourceMeta, Verifier, mailpace, mailpipe};
+use hookbridge_relay::circuit::CircuitSettings;
+use hookbridge_relay::policy::{DEFAULT_RETRY_ON, RetryPolicy};
+use hookbridge_relay::sign::SigningSecret;
+use hookbridge_relay::{RelaySettings, SubscriberSettings, Url};
+use secrecy::SecretString;
 
 pub use raw::{Backend, LogFormat, RawConfig};
 use secret::SecretRef;
@@ -39,6 +44,9 @@ pub const ENV_PREFIX: &str = "HOOKBRIDGE_";
 pub struct Config {
     pub bus: BusSettings,
     pub ingress: IngressSettings,
+    pub relay: RelaySettings,
+    /// On SIGTERM, how long the relay's deliveries in flight may take.
+    pub relay_shutdown_grace: Duration,
     pub admin: AdminSettings,
     pub log: LogSettings,
 }
@@ -74,6 +82,8 @@ pub struct Source {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// Bearer token of the admin API.
+    pub token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,9 +204,36 @@ impl Config {
                 Err(errs) => errs.into_iter().for_each(|(p, m)| problem(p, m)),
             }
         }
-        if raw.ingress.sources.is_empty() {
-            problem("ingress.sources".into(), "no sources are configured: add at least one [[ingress.sources]]".into());
+        if raw.ingress.sources.is_empty() && raw.relay.subscribers.is_empty() {
+            problem(
+                "ingress.sources".into(),
+                "nothing is configured: add [[ingress.sources]] (webhooks in) or [[relay.subscribers]] (deliveries out)".into(),
+            );
         }
+        let mut subscriber_names = HashSet::new();
+        let mut subscribers = Vec::new();
+        for (i, subscriber) in raw.relay.subscribers.iter().enumerate() {
+            let at = format!("relay.subscribers[{i}]");
+            if !subscriber_names.insert(subscriber.name.as_str()) {
+                problem(format!("{at}.name"), format!("`{}` is used by another subscriber", subscriber.name));
+            }
+            match build_subscriber(subscriber, &raw.relay, &at) {
+                Ok(s) => subscribers.push(s),
+                Err(errs) => errs.into_iter().for_each(|(p, m)| problem(p, m)),
+            }
+        }
+        let token = match raw.admin.token.as_ref().map(SecretRef::resolve) {
+            None => None,
+            Some(Ok(t)) if t.len() >= 16 => Some(SecretString::from(t)),
+            Some(Ok(_)) => {
+                problem("admin.token".into(), "must be at least 16 characters".into());
+                None
+            }
+            Some(Err(e)) => {
+                problem("admin.token".into(), e);
+                None
+            }
+        };
 
         if !problems.is_empty() {
             return Err(ConfigError { problems });
@@ -223,9 +260,55 @@ impl Config {
                 shutdown_grace: raw.ingress.shutdown_grace,
                 sources,
             },
-            admin: AdminSettings { listen: raw.admin.listen },
+            relay: RelaySettings { topic_prefix: raw.bus.topic_prefix.clone(), subscribers },
+            relay_shutdown_grace: raw.relay.shutdown_grace,
+            admin: AdminSettings { listen: raw.admin.listen, token },
             log: LogSettings { format: raw.log.format, level: raw.log.level },
         })
+    }
+
+    /// Only what an admin-API client needs (`admin.listen`, `admin.token`),
+    /// without validating or resolving anything else: an operator's machine
+    /// need not hold the providers' secrets.
+    ///
+    /// # Errors
+    /// When the file cannot be read or those two keys are wrong.
+    pub fn admin_client(path: &Path) -> Result<(SocketAddr, Option<String>), ConfigError> {
+        #[derive(serde::Deserialize, Default)]
+        struct Partial {
+            #[serde(default)]
+            admin: PartialAdmin,
+        }
+        #[derive(serde::Deserialize)]
+        struct PartialAdmin {
+            #[serde(default = "default_admin")]
+            listen: SocketAddr,
+            token: Option<SecretRef>,
+        }
+        impl Default for PartialAdmin {
+            fn default() -> Self {
+                Self { listen: default_admin(), token: None }
+            }
+        }
+        fn default_admin() -> SocketAddr {
+            raw::AdminConfig::default().listen
+        }
+        if !path.is_file() {
+            return Err(ConfigError::one(
+                "",
+                format!("config file {} does not exist or is not a file", path.display()),
+            ));
+        }
+        let partial: Partial =
+            Figment::from(Toml::file_exact(path)).merge(env()).extract().map_err(|errors| ConfigError {
+                problems: errors
+                    .into_iter()
+                    .map(|e| Problem { path: e.path.join("."), message: e.kind.to_string() })
+                    .collect(),
+            })?;
+        let token =
+            partial.admin.token.map(|t| t.resolve()).transpose().map_err(|e| ConfigError::one("admin.token", e))?;
+        Ok((partial.admin.listen, token))
     }
 
     /// The source named `name`.
@@ -371,6 +454,120 @@ fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
             meta: SourceMeta {
                 event_source: raw.event_source.clone().unwrap_or_else(|| SourceMeta::default_event_source(&raw.name)),
                 redactor: Redactor::new(&raw.redact_fields),
+            },
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn build_subscriber(
+    raw: &raw::SubscriberConfig,
+    relay: &raw::RelayConfig,
+    at: &str,
+) -> Result<SubscriberSettings, Problems> {
+    let mut problems: Problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push((path, message));
+    if !valid_source_name(&raw.name) {
+        problem(format!("{at}.name"), format!("`{}` must be 1-64 characters of a-z, 0-9, - and _", raw.name));
+    }
+    let url = match Url::parse(&raw.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+        Ok(_) => {
+            problem(format!("{at}.url"), "must be an http:// or https:// URL".into());
+            None
+        }
+        Err(e) => {
+            problem(format!("{at}.url"), format!("is not a URL: {e}"));
+            None
+        }
+    };
+    if raw.events.is_empty() {
+        problem(format!("{at}.events"), "list the event types to deliver (exact, family.*, or *)".into());
+    }
+    let events: Vec<_> = raw
+        .events
+        .iter()
+        .enumerate()
+        .filter_map(|(j, e)| {
+            hookbridge_event::EventPattern::parse(e)
+                .map_err(|err| problem(format!("{at}.events[{j}]"), err.to_string()))
+                .ok()
+        })
+        .collect();
+    let secrets: Vec<_> = raw
+        .secret
+        .as_slice()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| {
+            let path = if matches!(raw.secret, raw::OneOrMany::One(_)) {
+                format!("{at}.secret")
+            } else {
+                format!("{at}.secret[{j}]")
+            };
+            s.resolve().and_then(|v| SigningSecret::parse(&v)).map_err(|e| problem(path, e)).ok()
+        })
+        .collect();
+    if raw.timeout.is_zero() {
+        problem(format!("{at}.timeout"), "must be greater than 0".into());
+    }
+    if raw.max_in_flight == 0 {
+        problem(format!("{at}.max_in_flight"), "must be at least 1".into());
+    }
+    if raw.circuit_failure_threshold == 0 {
+        problem(format!("{at}.circuit_failure_threshold"), "must be at least 1".into());
+    }
+    let retry_on_status = raw.retry_on_status.clone().unwrap_or_else(|| DEFAULT_RETRY_ON.to_vec());
+    for (j, status) in retry_on_status.iter().enumerate() {
+        if !(400..500).contains(status) {
+            problem(
+                format!("{at}.retry_on_status[{j}]"),
+                format!("{status} is not a 4xx status (5xx are always retried)"),
+            );
+        }
+    }
+    for (j, provider) in raw.providers.iter().enumerate() {
+        if let Err(e) = provider.parse::<Provider>() {
+            problem(format!("{at}.providers[{j}]"), e);
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let path = format!("{at}.headers.{name}");
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            problem(path, "is not a valid header name".into());
+            continue;
+        };
+        match value.resolve().map(|v| http::HeaderValue::from_str(&v)) {
+            Ok(Ok(mut v)) => {
+                v.set_sensitive(true);
+                headers.push((header, v));
+            }
+            Ok(Err(_)) => problem(path, "the value is not a valid header value".into()),
+            Err(e) => problem(path, e),
+        }
+    }
+    match url {
+        Some(url) if problems.is_empty() => Ok(SubscriberSettings {
+            name: raw.name.clone(),
+            url,
+            events,
+            secrets,
+            timeout: raw.timeout,
+            retry: RetryPolicy {
+                schedule: raw.retry_schedule.iter().map(|d| **d).collect(),
+                retry_on_status,
+                max_retry_after: relay.max_retry_after,
+            },
+            max_in_flight: raw.max_in_flight,
+            headers,
+            providers: raw.providers.clone(),
+            sources: raw.sources.clone(),
+            enabled: raw.enabled,
+            circuit: CircuitSettings {
+                failure_threshold: raw.circuit_failure_threshold,
+                probe_interval: raw.circuit_probe_interval,
+                disable_after: raw.disable_after,
             },
         }),
         _ => Err(problems),

@@ -17,6 +17,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub ingress: IngressConfig,
     #[serde(default)]
+    pub relay: RelayConfig,
+    #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -145,12 +147,119 @@ pub struct SourceConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token of the admin API; without it the API refuses every call.
+    pub token: Option<SecretRef>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), token: None }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Longest `Retry-After` honoured.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// On SIGTERM, how long deliveries in flight may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub subscribers: Vec<SubscriberConfig>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            max_retry_after: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(25),
+            subscribers: Vec::new(),
+        }
+    }
+}
+
+/// One value or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(many) => many,
+        }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_schedule() -> Vec<humantime_serde::Serde<Duration>> {
+    ["5s", "30s", "2m", "10m", "30m", "1h", "3h", "6h"]
+        .iter()
+        .map(|s| humantime::parse_duration(s).expect("valid default").into())
+        .collect()
+}
+
+fn default_in_flight() -> usize {
+    64
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_threshold() -> u32 {
+    10
+}
+
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberConfig {
+    pub name: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// `whsec_…` (v1) or `whsk_…` (v1a), or a list of them during a rotation.
+    #[serde(default)]
+    pub secret: OneOrMany<SecretRef>,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_schedule")]
+    pub retry_schedule: Vec<humantime_serde::Serde<Duration>>,
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, SecretRef>,
+    #[serde(default)]
+    pub providers: Vec<String>,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// 4xx statuses retried; others are dead-lettered at once. 5xx always retry.
+    pub retry_on_status: Option<Vec<u16>>,
+    #[serde(default = "default_threshold")]
+    pub circuit_failure_threshold: u32,
+    #[serde(default = "default_probe_interval", with = "humantime_serde")]
+    pub circuit_probe_interval: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub disable_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -101,9 +101,30 @@ async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
     }
 }
 
-/// Serves the webhook and admin routers until `shutdown` fires; then
-/// readiness drops, new connections are refused, and requests in flight
-/// finish (they are answered after their publish settles).
+/// Serves the webhook router until `shutdown` fires; then readiness drops,
+/// new connections are refused, and requests in flight finish (they are
+/// answered after their publish settles).
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve_webhooks(
+    ingress: Arc<Ingress>,
+    health: Arc<Health>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, ingress.router())
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            health.start_draining();
+        })
+        .await
+}
+
+/// Serves the webhook router and `admin` (health, readiness and whatever
+/// else the caller merged in) until `shutdown` fires and the webhooks have
+/// drained. The admin listener outlives the webhook one: probes keep
+/// answering (not ready) while requests drain.
 ///
 /// # Errors
 /// When a listener fails.
@@ -111,22 +132,14 @@ pub async fn run(
     ingress: Arc<Ingress>,
     health: Arc<Health>,
     listener: TcpListener,
-    admin: TcpListener,
+    admin_listener: TcpListener,
+    admin: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let drained = shutdown.clone();
-    let draining = health.clone();
-    let webhooks = axum::serve(listener, ingress.router()).with_graceful_shutdown(async move {
-        drained.cancelled().await;
-        draining.start_draining();
-    });
-    // The admin listener outlives the webhook one: probes keep answering
-    // (not ready) while requests drain.
     let admin_stop = CancellationToken::new();
-    let admin_server =
-        axum::serve(admin, admin_router(health)).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
+    let admin_server = axum::serve(admin_listener, admin).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
     let admin_task = tokio::spawn(async move { admin_server.await });
-    let result = webhooks.await;
+    let result = serve_webhooks(ingress, health, listener, shutdown).await;
     admin_stop.cancel();
     admin_task.await.map_err(std::io::Error::other)??;
     result

@@ -61,7 +61,12 @@ pub struct Circuit {
 
 impl Circuit {
     pub fn new(settings: CircuitSettings) -> Self {
-        let inner = Inner { state: CircuitState::Closed, consecutive_failures: 0, failing_since: None, next_probe: Instant::now() };
+        let inner = Inner {
+            state: CircuitState::Closed,
+            consecutive_failures: 0,
+            failing_since: None,
+            next_probe: Instant::now(),
+        };
         Self { settings, inner: Mutex::new(inner) }
     }
 

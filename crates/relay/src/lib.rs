@@ -1,4 +1,25 @@
-//! hookbridge's relay (in progress).
+//! The relay: consumes the per-type topics and re-delivers each event to
+//! every HTTP subscriber that wants it, signed with Standard Webhooks, with
+//! durable retries, dead letters, endpoint health and replay.
+//!
+//! - [`Relay`]: one worker and one consumer group per subscriber; the
+//!   control operations behind the admin API.
+//! - [`deliver`]: one HTTP attempt; [`policy`]: what to do after it;
+//!   [`circuit`]: endpoint health; [`sign`]: Standard Webhooks signatures.
+//! - [`replay`]: re-delivery from a point in time.
+//! - [`api`]: the admin API (JSON over HTTP, bearer token).
+
+pub mod api;
 pub mod circuit;
+pub mod deliver;
+mod error;
 pub mod policy;
+mod relay;
+pub mod replay;
+pub mod settings;
 pub mod sign;
+
+pub use error::{Error, Result};
+pub use relay::{Disabled, Relay, SubscriberView};
+pub use reqwest::Url;
+pub use settings::{RelaySettings, SubscriberSettings};

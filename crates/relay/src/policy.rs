@@ -18,16 +18,23 @@ pub const DEFAULT_RETRY_ON: &[u16] = &[408, 425, 429];
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
-    Status { status: u16, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     /// No response: connection refused or reset, TLS failure, timeout.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Delivered,
-    Retry { delay: Duration },
+    Retry {
+        delay: Duration,
+    },
     DeadLetter,
     /// Dead-letter and disable the subscriber (410 Gone).
     Gone,
@@ -50,7 +57,9 @@ impl RetryPolicy {
         let retry_after = match outcome {
             Attempt::Status { status: 200..=299, .. } => return Verdict::Delivered,
             Attempt::Status { status: 410, .. } => return Verdict::Gone,
-            Attempt::Status { status, retry_after } if *status >= 500 || self.retry_on_status.contains(status) => *retry_after,
+            Attempt::Status { status, retry_after } if *status >= 500 || self.retry_on_status.contains(status) => {
+                *retry_after
+            }
             Attempt::Status { .. } => return Verdict::DeadLetter,
             Attempt::Failed { .. } => None,
         };
@@ -131,7 +140,11 @@ mod tests {
     fn retry_after_is_honoured_and_capped() {
         let after = |s| Attempt::Status { status: 429, retry_after: Some(Duration::from_secs(s)) };
         assert_eq!(policy().verdict(1, &after(60), 0.5), Verdict::Retry { delay: Duration::from_secs(60) });
-        assert_eq!(policy().verdict(1, &after(1), 0.5), Verdict::Retry { delay: Duration::from_secs(5) }, "never sooner than the schedule");
+        assert_eq!(
+            policy().verdict(1, &after(1), 0.5),
+            Verdict::Retry { delay: Duration::from_secs(5) },
+            "never sooner than the schedule"
+        );
         assert_eq!(policy().verdict(1, &after(86_400), 0.5), Verdict::Retry { delay: Duration::from_secs(3600) });
     }
 

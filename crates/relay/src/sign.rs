@@ -26,7 +26,9 @@ impl fmt::Debug for SigningSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Hmac(_) => f.write_str("SigningSecret::Hmac([redacted])"),
-            Self::Ed25519(key) => write!(f, "SigningSecret::Ed25519(whpk_{})", STANDARD.encode(key.verifying_key().as_bytes())),
+            Self::Ed25519(key) => {
+                write!(f, "SigningSecret::Ed25519(whpk_{})", STANDARD.encode(key.verifying_key().as_bytes()))
+            }
         }
     }
 }
@@ -39,7 +41,8 @@ impl SigningSecret {
     /// What is wrong, never the secret.
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(b64) = s.strip_prefix("whsec_") {
-            let bytes = STANDARD.decode(b64).map_err(|_| "a whsec_ secret must be base64 after the prefix".to_owned())?;
+            let bytes =
+                STANDARD.decode(b64).map_err(|_| "a whsec_ secret must be base64 after the prefix".to_owned())?;
             if !(24..=64).contains(&bytes.len()) {
                 return Err(format!("a whsec_ secret must decode to 24-64 bytes, not {}", bytes.len()));
             }
@@ -90,6 +93,94 @@ pub fn signature_header(secrets: &[SigningSecret], id: &str, timestamp: i64, bod
     secrets.iter().map(|s| s.sign(&content)).collect::<Vec<_>>().join(" ")
 }
 
+/// A key a receiver verifies deliveries with: the `whsec_` secret (v1) or
+/// the `whpk_` public key (v1a).
+#[derive(Clone)]
+pub enum VerifyKey {
+    Hmac(SecretSlice<u8>),
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Hmac(_) => f.write_str("VerifyKey::Hmac([redacted])"),
+            Self::Ed25519(key) => write!(f, "VerifyKey::Ed25519(whpk_{})", STANDARD.encode(key.as_bytes())),
+        }
+    }
+}
+
+impl VerifyKey {
+    /// Parses `whsec_…` or `whpk_…`.
+    ///
+    /// # Errors
+    /// What is wrong, never the secret.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(b64) = s.strip_prefix("whpk_") {
+            let bytes = STANDARD.decode(b64).map_err(|_| "a whpk_ key must be base64 after the prefix".to_owned())?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| "a whpk_ key must decode to 32 bytes".to_owned())?;
+            let key =
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key".to_owned())?;
+            return Ok(Self::Ed25519(key));
+        }
+        match SigningSecret::parse(s)? {
+            SigningSecret::Hmac(key) => Ok(Self::Hmac(key)),
+            SigningSecret::Ed25519(key) => Ok(Self::Ed25519(key.verifying_key())),
+        }
+    }
+}
+
+/// Why a received delivery was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("a webhook-id, webhook-timestamp or webhook-signature header is missing")]
+    MissingHeader,
+    #[error("the timestamp is not unix seconds or is too far from now")]
+    BadTimestamp,
+    #[error("no signature matches")]
+    NoMatch,
+}
+
+/// Verifies a Standard Webhooks request: any signature in `signature`
+/// (space-separated `v1,…`/`v1a,…`) made by any of `keys`, and a timestamp
+/// within `tolerance_secs` of `now`. Compared in constant time.
+///
+/// # Errors
+/// [`Rejected`] says why.
+pub fn verify(
+    keys: &[VerifyKey],
+    id: Option<&str>,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+    tolerance_secs: i64,
+) -> Result<(), Rejected> {
+    let (Some(id), Some(timestamp), Some(signature)) = (id, timestamp, signature) else {
+        return Err(Rejected::MissingHeader);
+    };
+    let ts: i64 = timestamp.parse().map_err(|_| Rejected::BadTimestamp)?;
+    if (now - ts).abs() > tolerance_secs {
+        return Err(Rejected::BadTimestamp);
+    }
+    let content: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
+    let matched = signature.split(' ').filter_map(|s| s.split_once(',')).any(|(version, sig)| {
+        let Ok(sig) = STANDARD.decode(sig) else { return false };
+        keys.iter().any(|key| match (version, key) {
+            ("v1", VerifyKey::Hmac(secret)) => {
+                let mut mac =
+                    hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose_secret()).expect("any key length");
+                content.iter().for_each(|part| mac.update(part));
+                mac.verify_slice(&sig).is_ok()
+            }
+            ("v1a", VerifyKey::Ed25519(public)) => ed25519_dalek::Signature::from_slice(&sig)
+                .is_ok_and(|sig| ed25519_dalek::Verifier::verify(public, &content.concat(), &sig).is_ok()),
+            _ => false,
+        })
+    });
+    if matched { Ok(()) } else { Err(Rejected::NoMatch) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,15 +208,44 @@ mod tests {
     }
 
     #[test]
+    fn verify_accepts_ours_and_rejects_the_rest() {
+        let hmac = SigningSecret::parse(SECRET).unwrap();
+        let ed = SigningSecret::parse(&format!("whsk_{}", STANDARD.encode([5u8; 32]))).unwrap();
+        let header = signature_header(&[hmac, ed.clone()], ID, TIMESTAMP, BODY);
+        let by_secret = [VerifyKey::parse(SECRET).unwrap()];
+        let by_public = [VerifyKey::parse(&ed.public_key().unwrap()).unwrap()];
+        for keys in [&by_secret[..], &by_public[..]] {
+            assert_eq!(verify(keys, Some(ID), Some("1614265330"), Some(&header), BODY, TIMESTAMP, 300), Ok(()));
+            assert_eq!(
+                verify(keys, Some(ID), Some("1614265330"), Some(&header), b"{}", TIMESTAMP, 300),
+                Err(Rejected::NoMatch)
+            );
+            assert_eq!(
+                verify(keys, Some("msg_other"), Some("1614265330"), Some(&header), BODY, TIMESTAMP, 300),
+                Err(Rejected::NoMatch)
+            );
+            assert_eq!(
+                verify(keys, Some(ID), Some("1614265330"), Some(&header), BODY, TIMESTAMP + 301, 300),
+                Err(Rejected::BadTimestamp)
+            );
+            assert_eq!(verify(keys, Some(ID), None, Some(&header), BODY, TIMESTAMP, 300), Err(Rejected::MissingHeader));
+        }
+    }
+
+    #[test]
     fn bad_secrets_are_explained_without_echoing_them() {
-        for (bad, says) in [("whsec_!!", "base64"), ("whsec_AAAA", "24-64"), ("plain", "whsec_"), ("whsk_AAAA", "32 or 64")] {
+        for (bad, says) in
+            [("whsec_!!", "base64"), ("whsec_AAAA", "24-64"), ("plain", "whsec_"), ("whsk_AAAA", "32 or 64")]
+        {
             let err = SigningSecret::parse(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
         let key = SigningKey::from_bytes(&[5; 32]);
         let mut mismatched = key.to_bytes().to_vec();
         mismatched.extend([0u8; 32]);
-        assert!(SigningSecret::parse(&format!("whsk_{}", STANDARD.encode(mismatched))).unwrap_err().contains("public half"));
+        assert!(
+            SigningSecret::parse(&format!("whsk_{}", STANDARD.encode(mismatched))).unwrap_err().contains("public half")
+        );
         assert!(!format!("{:?}", SigningSecret::parse(SECRET).unwrap()).contains("MfKQ9r8"));
     }
 }

@@ -126,7 +126,9 @@ impl TestApp {
         let ingress = Arc::new(Ingress::new(&config.ingress, publisher.clone()));
         let health = Health::new(publisher);
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(hookbridge_ingress::run(ingress, health, listener, admin, shutdown.clone()));
+        let admin_router = hookbridge_ingress::admin_router(health.clone());
+        let server =
+            tokio::spawn(hookbridge_ingress::run(ingress, health, listener, admin, admin_router, shutdown.clone()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         Self { addr, admin_addr, bus, client, shutdown, server: Some(server), _dir: dir }
     }

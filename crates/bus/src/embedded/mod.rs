@@ -31,7 +31,8 @@ use self::consumer::Group;
 use self::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX};
 use self::writer::{Command, LogState, Writer};
 use crate::{
-    Bus, Consumer, DeadLetter, Error, GroupStatus, NewGroup, PublishOutcome, Publisher, Result, StartFrom, SubscribeOptions,
+    Bus, Consumer, DeadLetter, Error, GroupStatus, NewGroup, PublishOutcome, Publisher, Result, StartFrom,
+    SubscribeOptions,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use hookbridge_event::EventPattern;
@@ -329,17 +330,20 @@ impl Bus for EmbeddedBus {
             let (key, value) = entry.map_err(storage)?;
             let Some((failure, dead_ms, bytes)) = record::decode_dead_letter(value.value()) else { continue };
             let Some(event) = record::decode(bytes).and_then(|r| Event::from_json(r.json).ok()) else { continue };
-            letters.push(DeadLetter { id: key.value().1.to_string(), event, failure, dead_lettered_at: to_time(dead_ms) });
+            letters.push(DeadLetter {
+                id: key.value().1.to_string(),
+                event,
+                failure,
+                dead_lettered_at: to_time(dead_ms),
+            });
         }
         Ok(letters)
     }
 
     async fn replay_dead_letters(&self, group: &str, id: Option<&str>) -> Result<u64> {
         let seq = parse_id(id)?;
-        let moved = self
-            .shared
-            .request(|reply| Command::ReplayDeadLetters { group: group.to_owned(), seq, reply })
-            .await?;
+        let moved =
+            self.shared.request(|reply| Command::ReplayDeadLetters { group: group.to_owned(), seq, reply }).await?;
         if let Some(open) = self.shared.open_group(group) {
             open.schedule(&moved);
         }
@@ -379,12 +383,18 @@ impl Bus for EmbeddedBus {
         Ok(status)
     }
 
-    async fn count_between(&self, patterns: &[EventPattern], since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Option<u64>> {
+    async fn count_between(
+        &self,
+        patterns: &[EventPattern],
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<u64>> {
         let txn = self.shared.db.begin_read().map_err(storage)?;
         let since_ms = u64::try_from(since.timestamp_millis()).unwrap_or(0);
         let until_ms = u64::try_from(until.timestamp_millis()).unwrap_or(0);
         let index = txn.open_table(TIME_INDEX).map_err(storage)?;
-        let Some(start) = index.range(since_ms..).map_err(storage)?.next().transpose().map_err(storage)?.map(|(_, s)| s.value())
+        let Some(start) =
+            index.range(since_ms..).map_err(storage)?.next().transpose().map_err(storage)?.map(|(_, s)| s.value())
         else {
             return Ok(Some(0));
         };

@@ -43,9 +43,21 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<()>>,
     },
     /// Moves dead letters (one seq, or all) back into the group's retries, due now.
-    ReplayDeadLetters { group: String, seq: Option<u64>, reply: oneshot::Sender<Result<Vec<(u64, u64)>>> },
-    DiscardDeadLetters { group: String, seq: Option<u64>, reply: oneshot::Sender<Result<u64>> },
-    PutState { key: String, value: Option<Vec<u8>>, reply: oneshot::Sender<Result<()>> },
+    ReplayDeadLetters {
+        group: String,
+        seq: Option<u64>,
+        reply: oneshot::Sender<Result<Vec<(u64, u64)>>>,
+    },
+    DiscardDeadLetters {
+        group: String,
+        seq: Option<u64>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    PutState {
+        key: String,
+        value: Option<Vec<u8>>,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Maintain,
 }
 
@@ -270,7 +282,8 @@ impl Writer {
                         for (seq, value) in letters {
                             dead_letters.remove((group.as_str(), seq))?;
                             if let Some((_, _, record)) = record::decode_dead_letter(&value) {
-                                delayed.insert((group.as_str(), now, seq), record::encode_delayed(1, record).as_slice())?;
+                                delayed
+                                    .insert((group.as_str(), now, seq), record::encode_delayed(1, record).as_slice())?;
                                 moved.push((now, seq));
                             }
                         }

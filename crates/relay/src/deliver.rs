@@ -1,0 +1,79 @@
+//! One delivery attempt: POST the structured CloudEvent with Standard
+//! Webhooks headers and classify what came back.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookbridge_event::Event;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+
+use crate::policy::{Attempt, parse_retry_after};
+use crate::settings::SubscriberSettings;
+use crate::sign::signature_header;
+
+/// `Content-Type` of deliveries: CloudEvents HTTP binding, structured mode.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// Most of a response body read (to reuse the connection); the rest is dropped.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The HTTP client of one subscriber: pooled keep-alive connections, rustls,
+/// HTTP/2 where the subscriber offers it over TLS.
+///
+/// # Errors
+/// When the TLS configuration cannot be built.
+pub fn client(settings: &SubscriberSettings) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("hookbridge/", env!("CARGO_PKG_VERSION")))
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(settings.max_in_flight)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// POSTs `event` once and says what happened.
+pub async fn attempt(client: &reqwest::Client, settings: &SubscriberSettings, event: &Event) -> Attempt {
+    let body = event.to_json();
+    let timestamp = Utc::now().timestamp();
+    let mut request = client
+        .post(settings.url.clone())
+        .header(CONTENT_TYPE, CLOUDEVENTS_JSON)
+        .header("webhook-id", &event.id)
+        .header("webhook-timestamp", timestamp);
+    if !settings.secrets.is_empty() {
+        request = request.header("webhook-signature", signature_header(&settings.secrets, &event.id, timestamp, &body));
+    }
+    for (name, value) in &settings.headers {
+        request = request.header(name, value);
+    }
+    match request.body(body).send().await {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, Utc::now()));
+            let mut read = 0;
+            while let Ok(Some(chunk)) = response.chunk().await {
+                read += chunk.len();
+                if read > MAX_RESPONSE_BYTES {
+                    break;
+                }
+            }
+            Attempt::Status { status, retry_after }
+        }
+        // `without_url`: a URL may carry credentials in its query.
+        Err(error) => Attempt::Failed { error: describe(&error.without_url()) },
+    }
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        format!("connection failed: {error}")
+    } else {
+        format!("request failed: {error}")
+    }
+}

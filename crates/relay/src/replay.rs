@@ -1,0 +1,173 @@
+//! Replay: re-deliver to one subscriber what the bus still retains from a
+//! point in time, through a consumer group of its own (the subscriber's
+//! live position is untouched). Each event gets one attempt; one that fails
+//! goes to the subscriber's dead letters, so nothing is lost.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hookbridge_bus::{Bus, Consumer, StartFrom, SubscribeOptions};
+use hookbridge_event::EventPattern;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Result;
+use crate::deliver;
+use crate::policy::Attempt;
+use crate::relay::{Subscriber, failure};
+
+/// With no event for this long, the replay has caught up with the log.
+const CAUGHT_UP_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub struct Replay {
+    id: String,
+    subscriber: String,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    total: Option<u64>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    skipped: AtomicU64,
+    done: AtomicBool,
+    started_at: DateTime<Utc>,
+    finished_at: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// A replay's progress, as the admin API reports it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ReplayView {
+    pub id: String,
+    pub subscriber: String,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// Events expected (an estimate made at the start), when the bus can tell.
+    pub total: Option<u64>,
+    pub delivered: u64,
+    /// Dead-lettered after their one attempt.
+    pub failed: u64,
+    /// Filtered out by `events` or the subscriber's filters.
+    pub skipped: u64,
+    pub done: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Replay {
+    pub(crate) async fn start(
+        bus: Arc<dyn Bus>,
+        sub: Arc<Subscriber>,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        events: Vec<EventPattern>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>> {
+        let mut suffix = [0u8; 4];
+        let _ = getrandom::fill(&mut suffix);
+        let id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S"), u32::from_le_bytes(suffix) % 100_000);
+        let counted = if events.is_empty() { &sub.settings.events } else { &events };
+        let total = bus.count_between(counted, since, until).await?;
+        let consumer = bus
+            .subscribe(SubscribeOptions {
+                group: format!("{}.replay.{id}", sub.group),
+                patterns: sub.settings.events.clone(),
+                start: StartFrom::Time(since),
+            })
+            .await?;
+        let replay = Arc::new(Self {
+            id,
+            subscriber: sub.settings.name.clone(),
+            since,
+            until,
+            total,
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            started_at: Utc::now(),
+            finished_at: Mutex::new(None),
+        });
+        tracing::info!(subscriber = %sub.settings.name, replay = %replay.id, %since, %until, total, "replay started");
+        tracker.spawn(replay.clone().run(consumer, sub, events, shutdown));
+        Ok(replay)
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut consumer: Box<dyn Consumer>,
+        sub: Arc<Subscriber>,
+        events: Vec<EventPattern>,
+        shutdown: CancellationToken,
+    ) {
+        let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
+        let deliveries = TaskTracker::new();
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = tokio::time::timeout(CAUGHT_UP_AFTER, consumer.next()) => next,
+            };
+            let delivery = match next {
+                Ok(Ok(delivery)) => delivery,
+                Ok(Err(error)) => {
+                    tracing::warn!(replay = %self.id, %error, "replay cannot read events; stopping");
+                    break;
+                }
+                Err(_) => break,
+            };
+            if delivery.published_at > self.until {
+                let _ = delivery.ack().await;
+                break;
+            }
+            let wanted = events.is_empty() || events.iter().any(|p| p.matches(&delivery.event.ty));
+            if !wanted || !sub.settings.accepts(&delivery.event) {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                let _ = delivery.ack().await;
+                continue;
+            }
+            let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+            let (replay, sub) = (self.clone(), sub.clone());
+            deliveries.spawn(async move {
+                let attempt = deliver::attempt(&sub.client, &sub.settings, &delivery.event).await;
+                let result = if matches!(attempt, Attempt::Status { status: 200..=299, .. }) {
+                    replay.delivered.fetch_add(1, Ordering::Relaxed);
+                    delivery.ack().await
+                } else {
+                    replay.failed.fetch_add(1, Ordering::Relaxed);
+                    delivery.dead_letter(&sub.group, failure(1, &attempt)).await
+                };
+                if let Err(error) = result {
+                    tracing::warn!(replay = %replay.id, %error, "could not settle a replayed delivery");
+                }
+                drop(permit);
+            });
+        }
+        deliveries.close();
+        deliveries.wait().await;
+        *self.finished_at.lock().expect("replay lock") = Some(Utc::now());
+        self.done.store(true, Ordering::SeqCst);
+        let view = self.view();
+        tracing::info!(replay = %view.id, subscriber = %view.subscriber, delivered = view.delivered, failed = view.failed, skipped = view.skipped, "replay finished");
+    }
+
+    pub fn view(&self) -> ReplayView {
+        ReplayView {
+            id: self.id.clone(),
+            subscriber: self.subscriber.clone(),
+            since: self.since,
+            until: self.until,
+            total: self.total,
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            done: self.done.load(Ordering::SeqCst),
+            started_at: self.started_at,
+            finished_at: *self.finished_at.lock().expect("replay lock"),
+        }
+    }
+}
