@@ -93,9 +93,9 @@ pub async fn subscribers(command: SubscribersCommand) -> anyhow::Result<ExitCode
             "{:<20} {:<13} {:>9} {:>9} {:>12}  {}",
             v["name"].as_str().unwrap_or_default(),
             v["state"].as_str().unwrap_or_default(),
-            v["backlog"],
-            v["pending_retries"],
-            v["dead_letters"],
+            v["backlog"].as_u64().unwrap_or(0),
+            v["pending_retries"].as_u64().unwrap_or(0),
+            v["dead_letters"].as_u64().unwrap_or(0),
             v["oldest_undelivered"].as_str().unwrap_or("-"),
         );
         if let Some(reason) = v["disabled"]["reason"].as_str() {

@@ -5,4 +5,5 @@ mod binary;
 mod docs;
 mod matrix;
 mod rejections;
+mod relay;
 mod unavailable;

@@ -70,10 +70,13 @@ pub async fn attempt(client: &reqwest::Client, settings: &SubscriberSettings, ev
 
 fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
-        "timed out".to_owned()
-    } else if error.is_connect() {
-        format!("connection failed: {error}")
-    } else {
-        format!("request failed: {error}")
+        return "timed out".to_owned();
     }
+    // The innermost cause says what happened ("Connection refused").
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let kind = if error.is_connect() { "connection failed" } else { "request failed" };
+    format!("{kind}: {cause}")
 }

@@ -151,19 +151,6 @@ impl Relay {
                     _ = disabled.changed() => continue,
                 }
             }
-            let probe = match sub.circuit.permit() {
-                Permit::Deliver => false,
-                Permit::Probe => true,
-                Permit::WaitUntil(until) => {
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return,
-                        () = tokio::time::sleep_until(until) => {}
-                        () = sub.wake.notified() => {}
-                        _ = disabled.changed() => {}
-                    }
-                    continue;
-                }
-            };
             let permit = tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 permit = in_flight.clone().acquire_owned() => permit.expect("never closed"),
@@ -180,6 +167,22 @@ impl Relay {
                     }
                 },
             };
+            // The circuit is asked with an event in hand: a retry that fell
+            // due while the circuit opened waits here like any other event.
+            // Dropping a delivery (shutdown, disabled) hands it back.
+            let probe = loop {
+                match sub.circuit.permit() {
+                    Permit::Deliver => break Some(false),
+                    Permit::Probe => break Some(true),
+                    Permit::WaitUntil(until) => tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep_until(until) => {}
+                        () = sub.wake.notified() => {}
+                        _ = disabled.changed() => if disabled.borrow().is_some() { break None },
+                    },
+                }
+            };
+            let Some(probe) = probe else { continue };
             let relay = self.clone();
             let sub = sub.clone();
             self.tracker.spawn(async move {

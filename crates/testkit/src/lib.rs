@@ -7,6 +7,7 @@
 //! - [`assert_valid_event`]: JSON Schema validation.
 
 pub mod keys;
+pub mod recorder;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -97,13 +98,18 @@ listen = "127.0.0.1:0"
     )
 }
 
-/// The ingress on an embedded bus, served on ephemeral loopback ports.
+/// Token of the admin API in test apps.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The ingress (and, with subscribers, the relay and admin API) on an
+/// embedded bus, served on ephemeral loopback ports.
 #[derive(Debug)]
 pub struct TestApp {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub bus: EmbeddedBus,
     pub client: reqwest::Client,
+    pub relay: Option<Arc<hookbridge_relay::Relay>>,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: TempDir,
@@ -117,20 +123,42 @@ impl TestApp {
         Self::spawn_with(dir, bus.clone(), Arc::new(bus)).await
     }
 
+    /// Starts ingress, relay and admin API with these `[[relay.subscribers]]`.
+    pub async fn spawn_relay(subscribers: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bus = EmbeddedBus::open(EmbeddedOptions::new(dir.path().join("bus"))).expect("bus opens");
+        Self::spawn_config(dir, bus.clone(), Arc::new(bus), subscribers).await
+    }
+
     /// Starts the ingress publishing to `publisher` (for fault tests).
     pub async fn spawn_with(dir: TempDir, bus: EmbeddedBus, publisher: Arc<dyn Publisher>) -> Self {
-        let config = Config::from_toml(&config_toml(&dir.path().join("bus"))).expect("test config is valid");
+        Self::spawn_config(dir, bus, publisher, "").await
+    }
+
+    async fn spawn_config(dir: TempDir, bus: EmbeddedBus, publisher: Arc<dyn Publisher>, subscribers: &str) -> Self {
+        let text = format!("{}token = \"{ADMIN_TOKEN}\"\n{subscribers}", config_toml(&dir.path().join("bus")));
+        let config = Config::from_toml(&text).expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
         let ingress = Arc::new(Ingress::new(&config.ingress, publisher.clone()));
         let health = Health::new(publisher);
         let shutdown = CancellationToken::new();
-        let admin_router = hookbridge_ingress::admin_router(health.clone());
+        let mut admin_router = hookbridge_ingress::admin_router(health.clone());
+        let relay = if config.relay.subscribers.is_empty() {
+            None
+        } else {
+            let relay = hookbridge_relay::Relay::start(Arc::new(bus.clone()), config.relay.clone(), shutdown.clone())
+                .await
+                .expect("relay starts");
+            admin_router =
+                admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
+            Some(relay)
+        };
         let server =
             tokio::spawn(hookbridge_ingress::run(ingress, health, listener, admin, admin_router, shutdown.clone()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        Self { addr, admin_addr, bus, client, shutdown, server: Some(server), _dir: dir }
+        Self { addr, admin_addr, bus, client, relay, shutdown, server: Some(server), _dir: dir }
     }
 
     pub fn url(&self, source: &str) -> String {
@@ -149,6 +177,26 @@ impl TestApp {
         (status, body)
     }
 
+    /// Calls the admin API with the test token.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request =
+            self.client.request(method, format!("http://{}{path}", self.admin_addr)).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin API answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a signed sample of `event` from test source `source`.
+    pub async fn send(&self, source: &str, event: &str, seq: u64) -> String {
+        let (body, header) = keys::signed(&keys::signer(source), event, seq, chrono::Utc::now());
+        let (status, answer) = self.post(source, body, &[header]).await;
+        assert_eq!(status, 200, "{source} {event}: {answer}");
+        answer["id"].as_str().expect("an id").to_owned()
+    }
+
     /// Every event the bus holds, each checked against the schema.
     pub fn published(&self) -> Vec<Event> {
         let events = self.bus.read_all().expect("bus readable");
@@ -163,6 +211,9 @@ impl TestApp {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server ran");
+        }
+        if let Some(relay) = &self.relay {
+            relay.wait().await;
         }
     }
 }

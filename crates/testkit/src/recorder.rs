@@ -1,0 +1,129 @@
+//! A recording HTTP subscriber on `127.0.0.1:0`: it keeps every request and
+//! answers with statuses the test scripts.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// One answer of the recorder.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self { status, retry_after: None, delay: Duration::ZERO }
+    }
+}
+
+/// A request the recorder received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("delivery body is JSON")
+    }
+
+    /// The delivered event's id.
+    pub fn event_id(&self) -> String {
+        self.json()["id"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: Mutex<Vec<Recorded>>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Option<Reply>>,
+    arrived: Notify,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl Recorder {
+    /// Starts a recorder answering 200 unless scripted otherwise.
+    pub async fn spawn() -> Self {
+        let inner = Arc::new(Inner::default());
+        let app = axum::Router::new().fallback(record).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind recorder");
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, inner }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+
+    /// The next requests get these answers, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.script.lock().unwrap().extend(replies);
+    }
+
+    /// Answer once the script is used up (200 when never set).
+    pub fn answer(&self, reply: Reply) {
+        *self.inner.default.lock().unwrap() = Some(reply);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.requests.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived, then returns them all.
+    ///
+    /// # Panics
+    /// When they do not arrive within `within`.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Recorded> {
+        let deadline = Instant::now() + within;
+        loop {
+            let arrived = self.inner.arrived.notified();
+            let requests = self.requests();
+            if requests.len() >= n {
+                return requests;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!("expected {n} requests within {within:?}, got {}", self.requests().len());
+            }
+        }
+    }
+}
+
+async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let reply = {
+        let scripted = inner.script.lock().unwrap().pop_front();
+        scripted.or_else(|| inner.default.lock().unwrap().clone()).unwrap_or(Reply::status(200))
+    };
+    inner.requests.lock().unwrap().push(Recorded { headers, body, at: Instant::now() });
+    inner.arrived.notify_waiters();
+    tokio::time::sleep(reply.delay).await;
+    let mut response = StatusCode::from_u16(reply.status).unwrap().into_response();
+    if let Some(after) = reply.retry_after {
+        response.headers_mut().insert("retry-after", HeaderValue::from_str(&after).unwrap());
+    }
+    response
+}
