@@ -85,8 +85,8 @@ pub async fn subscribers(command: SubscribersCommand) -> anyhow::Result<ExitCode
         _ => vec![client.call(reqwest::Method::POST, &path, None).await?],
     };
     println!(
-        "{:<20} {:<13} {:>9} {:>9} {:>12}  {}",
-        "SUBSCRIBER", "STATE", "BACKLOG", "RETRIES", "DEAD-LETTERS", "OLDEST UNDELIVERED"
+        "{:<20} {:<13} {:>9} {:>9} {:>12}  OLDEST UNDELIVERED",
+        "SUBSCRIBER", "STATE", "BACKLOG", "RETRIES", "DEAD-LETTERS"
     );
     for v in views {
         println!(
@@ -111,7 +111,7 @@ pub async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<ExitCod
             let client = Client::new(&target.admin)?;
             let path = format!("/admin/subscribers/{}/dead-letters", target.subscriber);
             let letters: Vec<DeadLetterView> = client.call(reqwest::Method::GET, &path, None).await?;
-            println!("{:<10} {:<38} {:<22} {:>8} {:>7}  {}", "ID", "EVENT", "TYPE", "ATTEMPTS", "STATUS", "LAST ERROR");
+            println!("{:<10} {:<38} {:<22} {:>8} {:>7}  LAST ERROR", "ID", "EVENT", "TYPE", "ATTEMPTS", "STATUS");
             for l in &letters {
                 println!(
                     "{:<10} {:<38} {:<22} {:>8} {:>7}  {}",

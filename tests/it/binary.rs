@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+use hookbridge_testkit::recorder::{Recorder, Reply};
 use hookbridge_testkit::{checked, config_toml, keys};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
@@ -62,9 +63,38 @@ impl Drop for Running {
 }
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
+    write_config_with(dir, "")
+}
+
+/// The test config with the admin token and `extra` (e.g. subscribers) appended.
+fn write_config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("hookbridge.toml");
-    std::fs::write(&path, config_toml(&dir.join("bus"))).unwrap();
+    let text = format!("{}token = \"{}\"\n{extra}", config_toml(&dir.join("bus")), hookbridge_testkit::ADMIN_TOKEN);
+    std::fs::write(&path, text).unwrap();
     path
+}
+
+fn subscriber_toml(name: &str, url: &str, extra: &str) -> String {
+    format!("[[relay.subscribers]]\nname = \"{name}\"\nurl = \"{url}\"\nevents = [\"*\"]\n{extra}\n")
+}
+
+/// Runs a CLI command against a running hookbridge's admin API.
+fn cli(config: &Path, admin: SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--admin-url", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+async fn send(client: &reqwest::Client, running: &Running, seq: u64) -> String {
+    let (body, (name, sig)) = keys::signed(&keys::signer("mailpipe"), "email.sent", seq, Utc::now());
+    let response = client.post(running.url("mailpipe")).header(name, sig).body(body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
 }
 
 fn sigterm(child: &Child) {
@@ -241,4 +271,139 @@ async fn kill_9_during_publishing_loses_nothing_acknowledged() {
     let answer: serde_json::Value =
         client.post(running.url("mailpipe")).header(name, sig).body(body).send().await.unwrap().json().await.unwrap();
     assert_eq!((answer["status"].as_str(), answer["id"].as_str()), (Some("duplicate"), Some(any.as_str())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_relay_during_delivery_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn().await;
+    recorder.answer(Reply { status: 200, retry_after: None, delay: Duration::from_millis(100) });
+    let config = write_config_with(dir.path(), &subscriber_toml("slow", &recorder.url(), "max_in_flight = 4"));
+    let client = reqwest::Client::new();
+    let mut running = Running::start(&config);
+    let mut sent = HashSet::new();
+    for seq in 0..60 {
+        sent.insert(send(&client, &running, seq).await);
+    }
+    recorder.wait_for(8, Duration::from_secs(10)).await;
+    running.child.kill().unwrap(); // SIGKILL, deliveries in flight
+    running.child.wait().unwrap();
+    assert!(recorder.requests().len() < sent.len(), "killed before the end");
+
+    let _restarted = Running::start(&config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let received: HashSet<String> = recorder.requests().iter().map(|r| r.event_id()).collect();
+        if sent.is_subset(&received) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} events never delivered",
+            sent.difference(&received).count(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_deliveries_in_flight_finish_and_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn().await;
+    recorder.answer(Reply { status: 200, retry_after: None, delay: Duration::from_millis(1500) });
+    let config = write_config_with(dir.path(), &subscriber_toml("slow", &recorder.url(), ""));
+    let mut running = Running::start(&config);
+    let id = send(&reqwest::Client::new(), &running, 1).await;
+    recorder.wait_for(1, Duration::from_secs(10)).await;
+    sigterm(&running.child);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = running.child.wait().unwrap();
+        (status, running)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "{status}");
+    // The delivery was acknowledged before exit: a restart does not send it again.
+    recorder.answer(Reply::status(200));
+    let _restarted = Running::start(&config);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ids: Vec<String> = recorder.requests().iter().map(|r| r.event_id()).collect();
+    assert_eq!(ids, [id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_subscribers_dead_letters_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn().await;
+    recorder.answer(Reply::status(503));
+    let config =
+        write_config_with(dir.path(), &subscriber_toml("billing", &recorder.url(), "retry_schedule = [\"50ms\"]"));
+    let running = Running::start(&config);
+    let since = Utc::now().to_rfc3339();
+    let id = send(&reqwest::Client::new(), &running, 7).await;
+    recorder.wait_for(2, Duration::from_secs(10)).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let (ok, out) = cli(&config, running.admin, &["dead-letters", "list", "--subscriber", "billing"]);
+        assert!(ok, "{out}");
+        if out.contains(&id) {
+            break out;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter listed: {out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(listed.contains("503") && listed.contains("1 dead letter"), "{listed}");
+
+    recorder.answer(Reply::status(200));
+    let (ok, out) = cli(&config, running.admin, &["dead-letters", "replay", "--subscriber", "billing"]);
+    assert!(ok && out.contains("1 dead letter handed back"), "{out}");
+    assert_eq!(recorder.wait_for(3, Duration::from_secs(10)).await[2].event_id(), id);
+
+    let (ok, out) = cli(&config, running.admin, &["replay", "--subscriber", "billing", "--since", &since]);
+    assert!(ok && out.contains("1 delivered, 0 failed"), "{out}");
+    assert_eq!(recorder.wait_for(4, Duration::from_secs(10)).await[3].event_id(), id);
+
+    let (ok, out) = cli(&config, running.admin, &["subscribers", "disable", "--subscriber", "billing"]);
+    assert!(ok && out.contains("disabled by an operator"), "{out}");
+    let (ok, out) = cli(&config, running.admin, &["subscribers", "enable", "--subscriber", "billing"]);
+    assert!(ok && out.contains("healthy"), "{out}");
+    let (ok, out) = cli(&config, running.admin, &["subscribers", "list"]);
+    assert!(ok && out.contains("billing") && out.contains("healthy"), "{out}");
+
+    let (ok, out) = cli(&config, running.admin, &["subscribers", "list", "--token", "not-the-token-at-all"]);
+    assert!(!ok && out.contains("401"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_verifies_and_prints_what_the_relay_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut receiver = Command::new(BIN)
+        .args(["receive", "--listen", "127.0.0.1:0", "--secret", secret])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(receiver.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("receive says where").to_owned();
+    let config = write_config_with(dir.path(), &subscriber_toml("printer", &url, &format!("secret = \"{secret}\"")));
+    let running = Running::start(&config);
+    let id = send(&reqwest::Client::new(), &running, 3).await;
+    let mut stdout = BufReader::new(receiver.stdout.take().unwrap());
+    let printed = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        line
+    });
+    let printed = tokio::time::timeout(Duration::from_secs(10), printed).await.expect("a delivery is printed").unwrap();
+    let event: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(event["id"], id.as_str());
+    hookbridge_testkit::assert_valid_event(&event);
+    let _ = receiver.kill();
+    let _ = receiver.wait();
 }

@@ -38,7 +38,7 @@ impl SubscriberSettings {
     /// Whether the provider/source filters let `event` through (the type
     /// filter is applied by the bus).
     pub fn accepts(&self, event: &Event) -> bool {
-        let provider_ok = self.providers.is_empty() || self.providers.iter().any(|p| *p == event.provider);
+        let provider_ok = self.providers.is_empty() || self.providers.contains(&event.provider);
         let source_ok = self.sources.is_empty()
             || self.sources.iter().any(|s| {
                 *s == event.source || event.source.strip_prefix("urn:hookbridge:source:").is_some_and(|name| name == s)
