@@ -8,6 +8,7 @@
 //! clock starts), so every 200 is a durable, fsync'd publish.
 
 mod load;
+mod relay;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -50,6 +51,12 @@ struct Args {
     /// Run only the scenarios whose name contains this text (e.g. `MailPace`).
     #[arg(long)]
     only: Option<String>,
+    /// Benchmark the relay instead of the ingress, with this many events.
+    #[arg(long)]
+    relay: Option<usize>,
+    /// Internal: serve the counting subscriber and print its address.
+    #[arg(long, hide = true)]
+    sink_server: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +67,9 @@ fn main() -> anyhow::Result<()> {
     if args.steps {
         steps();
         return Ok(());
+    }
+    if args.sink_server {
+        return relay::sink_server();
     }
     // The load generator's own runtime: two workers, like the machine.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -75,6 +85,17 @@ fn budget(args: &Args, max_rate: u64) -> usize {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(events) = args.relay {
+        println!("hookbridge relay benchmark: {events} events, {} in flight, loopback", args.connections);
+        let reports = relay::run(events, args.connections).await?;
+        println!();
+        println!("{:<34} {:>10} {:>9} {:>9} {:>9}", "scenario", "events/s", "p50 ms", "p99 ms", "max ms");
+        let ms = |v: f64| if v.is_nan() { "-".to_owned() } else { format!("{v:.2}") };
+        for r in &reports {
+            println!("{:<34} {:>10.0} {:>9} {:>9} {:>9}", r.name, r.rate, ms(r.p50_ms), ms(r.p99_ms), ms(r.max_ms));
+        }
+        return Ok(());
+    }
     if !args.hookbridge.is_file() {
         bail!("{} not found: run `cargo build --release` first", args.hookbridge.display());
     }

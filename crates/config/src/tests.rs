@@ -156,3 +156,79 @@ fn a_missing_file_is_one_clear_problem() {
     let err = Config::load(Path::new("/nonexistent/hookbridge.toml")).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[test]
+fn subscribers_load_with_documented_defaults() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_MAILPIPE_SECRET", "x");
+        jail.set_env("TEST_BILLING_TOKEN", "Bearer abc");
+        let text = format!(
+            "{}token = \"0123456789abcdef\"\n[[relay.subscribers]]\nname = \"billing\"\nurl = \"https://billing.internal/hooks\"\nevents = [\"email.bounced\", \"message.*\"]\nsecret = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", \"whsk_{}\"]\nheaders = {{ \"Authorization\" = \"env:TEST_BILLING_TOKEN\" }}\nproviders = [\"mailpace\"]\n",
+            example(),
+            STANDARD.encode([4u8; 32])
+        );
+        let config = Config::from_toml(&text).map_err(|e| e.to_string())?;
+        let s = &config.relay.subscribers[0];
+        assert_eq!(s.name, "billing");
+        assert_eq!(s.events.len(), 2);
+        assert_eq!(s.secrets.len(), 2);
+        assert_eq!(s.timeout, Duration::from_secs(10));
+        assert_eq!(s.max_in_flight, 64);
+        assert_eq!(s.retry.schedule.len(), 8);
+        assert_eq!(s.retry.schedule[2], Duration::from_secs(120));
+        assert_eq!(s.retry.retry_on_status, [408, 425, 429]);
+        assert_eq!(s.circuit.failure_threshold, 10);
+        assert!(s.enabled);
+        assert_eq!(s.headers[0].1.to_str().unwrap(), "Bearer abc");
+        assert!(config.admin.token.is_some());
+        assert_eq!(config.relay.group("billing"), "acme.relay.billing");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("Bearer abc") && !debug.contains("0123456789abcdef") && !debug.contains("MfKQ9r8"),
+            "{debug}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn every_subscriber_problem_is_reported_with_its_path() {
+    Jail::expect_with(|_| {
+        let text = r#"
+[[relay.subscribers]]
+name = "a"
+url = "ftp://x"
+events = ["email.*.x"]
+secret = "plain"
+retry_on_status = [500]
+providers = ["sendmail"]
+headers = { "X-Token" = "env:HOOKBRIDGE_TEST_UNSET_TOKEN" }
+[[relay.subscribers]]
+name = "a"
+url = "not a url"
+events = []
+max_in_flight = 0
+[admin]
+token = "short"
+"#;
+        let err = Config::from_toml(text).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "relay.subscribers[0].url",
+            "relay.subscribers[0].events[0]",
+            "relay.subscribers[0].secret",
+            "relay.subscribers[0].retry_on_status[0]",
+            "relay.subscribers[0].providers[0]",
+            "relay.subscribers[0].headers.X-Token",
+            "relay.subscribers[1].name",
+            "relay.subscribers[1].url",
+            "relay.subscribers[1].events",
+            "relay.subscribers[1].max_in_flight",
+            "admin.token",
+        ] {
+            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+        }
+        assert!(!err.to_string().contains("plain\""), "secret values are not echoed: {err}");
+        Ok(())
+    });
+}

@@ -1,0 +1,225 @@
+//! The relay benchmark: deliveries/s from the embedded bus to a local
+//! subscriber (a separate process answering 204) at 64 in flight, every
+//! delivery signed (v1) and acknowledged durably; POST latency of the same
+//! HTTP path; replay events/s.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+use hookbridge_bus::{Bus, Publisher};
+use hookbridge_event::EventPattern;
+use hookbridge_relay::circuit::CircuitSettings;
+use hookbridge_relay::policy::{DEFAULT_RETRY_ON, RetryPolicy};
+use hookbridge_relay::sign::SigningSecret;
+use hookbridge_relay::{Relay, RelaySettings, SubscriberSettings};
+use hookbridge_testkit::keys;
+use tokio_util::sync::CancellationToken;
+
+use crate::load::{Report, histogram};
+
+pub struct Sink {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Sink {
+    pub fn start() -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?).arg("--sink-server").stdout(Stdio::piped()).spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        Ok(Self { child, addr: line.trim().parse().context("sink address")? })
+    }
+
+    async fn count(&self) -> anyhow::Result<u64> {
+        Ok(reqwest::get(format!("http://{}/count", self.addr)).await?.text().await?.trim().parse()?)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sink: answers every POST 204 and counts them; `GET /count` tells.
+pub fn sink_server() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let count = Arc::new(AtomicU64::new(0));
+        let posted = count.clone();
+        let app = axum::Router::new()
+            .route(
+                "/hooks",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    std::hint::black_box(body);
+                    posted.fetch_add(1, Ordering::Relaxed);
+                    async { axum::http::StatusCode::NO_CONTENT }
+                }),
+            )
+            .route("/count", axum::routing::get(move || async move { count.load(Ordering::Relaxed).to_string() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+fn subscriber(sink: &Sink, in_flight: usize) -> SubscriberSettings {
+    SubscriberSettings {
+        name: "bench".into(),
+        url: format!("http://{}/hooks", sink.addr).parse().expect("url"),
+        events: vec![EventPattern::All],
+        secrets: vec![SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret")],
+        timeout: Duration::from_secs(10),
+        retry: RetryPolicy {
+            schedule: vec![Duration::from_secs(1)],
+            retry_on_status: DEFAULT_RETRY_ON.to_vec(),
+            max_retry_after: Duration::from_secs(60),
+        },
+        max_in_flight: in_flight,
+        headers: Vec::new(),
+        providers: Vec::new(),
+        sources: Vec::new(),
+        enabled: true,
+        circuit: CircuitSettings {
+            failure_threshold: 1000,
+            probe_interval: Duration::from_secs(1),
+            disable_after: None,
+        },
+    }
+}
+
+pub async fn run(events: usize, in_flight: usize) -> anyhow::Result<Vec<Report>> {
+    let sink = Sink::start()?;
+    let dir = tempfile::tempdir()?;
+    let bus = Arc::new(EmbeddedBus::open(EmbeddedOptions::new(dir.path()))?);
+    let settings = subscriber(&sink, in_flight);
+    let mut reports = Vec::new();
+
+    // POST latency of the delivery path alone (sign, POST, read answer).
+    let client = hookbridge_relay::deliver::client(&settings)?;
+    let sample = sample_events(20_000);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (client, settings, sample, next) = (client.clone(), settings.clone(), sample.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut h = histogram();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= sample.len() {
+                        return h;
+                    }
+                    let t = Instant::now();
+                    let _ = hookbridge_relay::deliver::attempt(&client, &settings, &sample[i]).await;
+                    h.saturating_record(t.elapsed().as_micros() as u64);
+                }
+            })
+        })
+        .collect();
+    let mut merged = histogram();
+    for t in tasks {
+        merged.add(&t.await?)?;
+    }
+    reports.push(Report::new("relay: signed POSTs only", &merged, 0, started.elapsed().as_secs_f64()));
+
+    // Fill the bus, then let the relay drain it.
+    println!("publishing {events} events to the bus...");
+    let backlog = sample_events(events);
+    let publishing: Vec<_> = backlog
+        .chunks(events.div_ceil(64))
+        .map(|chunk| {
+            let (bus, chunk) = (bus.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for e in &chunk {
+                    bus.publish(e).await.expect("publish");
+                }
+            })
+        })
+        .collect();
+    for p in publishing {
+        p.await?;
+    }
+    let before = sink.count().await?;
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let shutdown = CancellationToken::new();
+    let relay_settings = RelaySettings { topic_prefix: "hookbridge".into(), subscribers: vec![settings.clone()] };
+    // A new group starts at the latest event: point it at the backlog first.
+    let group = relay_settings.group("bench");
+    bus.subscribe(hookbridge_bus::SubscribeOptions {
+        group: group.clone(),
+        patterns: vec![EventPattern::All],
+        start: hookbridge_bus::StartFrom::Earliest,
+    })
+    .await?;
+    let started = Instant::now();
+    let relay = Relay::start(bus.clone() as Arc<dyn Bus>, relay_settings, shutdown.clone()).await?;
+    loop {
+        let delivered = sink.count().await? - before;
+        if delivered >= events as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = started.elapsed();
+    let mut relay_histogram = histogram();
+    relay_histogram.saturating_record(1);
+    let mut report = Report::new("relay: bus -> subscriber, acked", &relay_histogram, 0, drained.as_secs_f64());
+    report.rate = events as f64 / drained.as_secs_f64();
+    (report.p50_ms, report.p99_ms, report.max_ms) = (f64::NAN, f64::NAN, f64::NAN);
+    reports.push(report);
+
+    // Replay everything to the same subscriber.
+    let before = sink.count().await?;
+    let replay = relay.start_replay("bench", since, None, Vec::new()).await?;
+    let started = Instant::now();
+    loop {
+        let view = relay.replay(&replay.id)?;
+        if view.done {
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut report = Report::new("relay: replay", &relay_histogram, view.failed, elapsed);
+            report.rate = view.delivered as f64 / elapsed;
+            (report.p50_ms, report.p99_ms, report.max_ms) = (f64::NAN, f64::NAN, f64::NAN);
+            reports.push(report);
+            anyhow::ensure!(
+                sink.count().await? - before >= view.delivered,
+                "the sink saw fewer deliveries than reported"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    relay.wait().await;
+    let status = bus.group_status(&group, &[EventPattern::All]).await?;
+    anyhow::ensure!(status.backlog == 0 && status.pending_retries == 0, "relay left work: {status:?}");
+    Ok(reports)
+}
+
+fn sample_events(n: usize) -> Arc<Vec<hookbridge_event::Event>> {
+    let signer = keys::signer("mailpipe");
+    let meta = hookbridge_providers::SourceMeta {
+        event_source: "urn:hookbridge:source:bench".into(),
+        redactor: hookbridge_providers::Redactor::default(),
+    };
+    let now = Utc::now();
+    let base = now.timestamp_micros().unsigned_abs();
+    Arc::new(
+        (0..n)
+            .map(|i| {
+                let (body, _) = keys::signed(&signer, "email.sent", base + i as u64, now);
+                hookbridge_providers::normalize(hookbridge_providers::Provider::Mailpipe, &body, &meta, now)
+                    .expect("normalizes")
+            })
+            .collect(),
+    )
+}
