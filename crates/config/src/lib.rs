@@ -121,6 +121,16 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
+    /// Every error figment found while reading, with its key path.
+    fn from_figment(errors: figment::Error) -> Self {
+        Self {
+            problems: errors
+                .into_iter()
+                .map(|e| Problem { path: e.path.join("."), message: e.kind.to_string() })
+                .collect(),
+        }
+    }
+
     fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self { problems: vec![Problem { path: path.into(), message: message.into() }] }
     }
@@ -150,12 +160,7 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let raw: RawConfig = figment.extract().map_err(|errors| ConfigError {
-            problems: errors
-                .into_iter()
-                .map(|e| Problem { path: e.path.join("."), message: e.kind.to_string() })
-                .collect(),
-        })?;
+        let raw: RawConfig = figment.extract().map_err(ConfigError::from_figment)?;
         Self::validate(raw)
     }
 
@@ -300,12 +305,7 @@ impl Config {
             ));
         }
         let partial: Partial =
-            Figment::from(Toml::file_exact(path)).merge(env()).extract().map_err(|errors| ConfigError {
-                problems: errors
-                    .into_iter()
-                    .map(|e| Problem { path: e.path.join("."), message: e.kind.to_string() })
-                    .collect(),
-            })?;
+            Figment::from(Toml::file_exact(path)).merge(env()).extract().map_err(ConfigError::from_figment)?;
         let token =
             partial.admin.token.map(|t| t.resolve()).transpose().map_err(|e| ConfigError::one("admin.token", e))?;
         Ok((partial.admin.listen, token))
