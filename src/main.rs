@@ -96,12 +96,22 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     let bus = Arc::new(EmbeddedBus::open(config.bus.embedded.clone()).context("opening the embedded bus")?);
     let health = Health::new(bus.clone());
     let shutdown = CancellationToken::new();
+    let registry = metrics_registry(role)?;
     let relay = if role.relay && !config.relay.subscribers.is_empty() {
-        Some(Relay::start(bus.clone(), config.relay.clone(), shutdown.clone()).await.context("starting the relay")?)
+        Some(
+            Relay::start(bus.clone(), config.relay.clone(), shutdown.clone(), &registry)
+                .await
+                .context("starting the relay")?,
+        )
     } else {
         None
     };
-    let mut admin_router = hookbridge_ingress::admin_router(health.clone());
+    let ingress = if role.ingress {
+        Some(Arc::new(Ingress::new(&config.ingress, bus.clone(), &registry).context("registering ingress metrics")?))
+    } else {
+        None
+    };
+    let mut admin_router = hookbridge_ingress::admin_router(health.clone(), registry);
     if let Some(relay) = &relay {
         admin_router = admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
     }
@@ -133,8 +143,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
 
     let grace = config.ingress.shutdown_grace.max(config.relay_shutdown_grace);
     let work = async {
-        if let Some(listener) = listener {
-            let ingress = Arc::new(Ingress::new(&config.ingress, bus.clone()));
+        if let (Some(listener), Some(ingress)) = (listener, ingress) {
             hookbridge_ingress::serve_webhooks(ingress, health.clone(), listener, shutdown.clone()).await?;
         } else {
             shutdown.cancelled().await;
@@ -155,6 +164,25 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     let _ = admin_task.await;
     tracing::info!("hookbridge stopped");
     Ok(())
+}
+
+/// The process's metrics: build info, process metrics, and what the roles
+/// register on it.
+fn metrics_registry(role: Role) -> anyhow::Result<prometheus::Registry> {
+    let registry = prometheus::Registry::new();
+    let build = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new("hookbridge_build_info", "Always 1; labels say which hookbridge runs in which role."),
+        &["version", "role"],
+    )?;
+    let name = match (role.ingress, role.relay) {
+        (true, true) => "all",
+        (true, false) => "ingress",
+        _ => "relay",
+    };
+    build.with_label_values(&[env!("CARGO_PKG_VERSION"), name]).set(1);
+    registry.register(Box::new(build))?;
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    Ok(registry)
 }
 
 /// Fires `token` on SIGTERM (Kubernetes) or Ctrl-C.

@@ -152,7 +152,11 @@ pub async fn run(events: usize, in_flight: usize) -> anyhow::Result<Vec<Report>>
     let before = sink.count().await?;
     let since = Utc::now() - chrono::Duration::hours(1);
     let shutdown = CancellationToken::new();
-    let relay_settings = RelaySettings { topic_prefix: "hookbridge".into(), subscribers: vec![settings.clone()] };
+    let relay_settings = RelaySettings {
+        topic_prefix: "hookbridge".into(),
+        subscribers: vec![settings.clone()],
+        status_interval: Duration::from_secs(15),
+    };
     // A new group starts at the latest event: point it at the backlog first.
     let group = relay_settings.group("bench");
     bus.subscribe(hookbridge_bus::SubscribeOptions {
@@ -162,7 +166,9 @@ pub async fn run(events: usize, in_flight: usize) -> anyhow::Result<Vec<Report>>
     })
     .await?;
     let started = Instant::now();
-    let relay = Relay::start(bus.clone() as Arc<dyn Bus>, relay_settings, shutdown.clone()).await?;
+    let relay =
+        Relay::start(bus.clone() as Arc<dyn Bus>, relay_settings, shutdown.clone(), &prometheus::Registry::new())
+            .await?;
     loop {
         let delivered = sink.count().await? - before;
         if delivered >= events as u64 {

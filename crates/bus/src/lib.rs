@@ -16,6 +16,7 @@
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod metrics;
 
 use std::fmt::Debug;
 use std::time::Duration;

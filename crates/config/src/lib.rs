@@ -187,6 +187,9 @@ impl Config {
         if raw.ingress.max_body_bytes == 0 {
             problem("ingress.max_body_bytes".into(), "must be greater than 0".into());
         }
+        if raw.relay.status_interval.is_zero() {
+            problem("relay.status_interval".into(), "must be greater than 0".into());
+        }
         if raw.ingress.publish_timeout.is_zero() {
             problem("ingress.publish_timeout".into(), "must be greater than 0".into());
         }
@@ -265,7 +268,11 @@ impl Config {
                 shutdown_grace: raw.ingress.shutdown_grace,
                 sources,
             },
-            relay: RelaySettings { topic_prefix: raw.bus.topic_prefix.clone(), subscribers },
+            relay: RelaySettings {
+                topic_prefix: raw.bus.topic_prefix.clone(),
+                subscribers,
+                status_interval: raw.relay.status_interval,
+            },
             relay_shutdown_grace: raw.relay.shutdown_grace,
             admin: AdminSettings { listen: raw.admin.listen, token },
             log: LogSettings { format: raw.log.format, level: raw.log.level },

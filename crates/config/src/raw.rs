@@ -166,6 +166,9 @@ pub struct RelayConfig {
     /// On SIGTERM, how long deliveries in flight may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How often the per-subscriber gauges (backlog, retries, dead letters) are refreshed.
+    #[serde(with = "humantime_serde")]
+    pub status_interval: Duration,
     pub subscribers: Vec<SubscriberConfig>,
 }
 
@@ -174,6 +177,7 @@ impl Default for RelayConfig {
         Self {
             max_retry_after: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(25),
+            status_interval: Duration::from_secs(15),
             subscribers: Vec::new(),
         }
     }

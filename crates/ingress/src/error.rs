@@ -40,6 +40,17 @@ impl IngressError {
         }
     }
 
+    /// The outcome label of this answer.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::UnknownSource => "not_found",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::BadRequest(_) | Self::UnreadableBody => "bad_request",
+            Self::TooLarge(_) => "too_large",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
     /// A bounded reason code, for responses, logs and metric labels.
     pub fn code(&self) -> &'static str {
         match self {

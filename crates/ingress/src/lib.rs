@@ -16,6 +16,7 @@
 //! accepting, lets requests in flight finish and returns.
 
 mod error;
+pub mod metrics;
 mod webhook;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use hookbridge_bus::Publisher;
 use hookbridge_config::{IngressSettings, Source};
+use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -42,16 +44,31 @@ pub struct Ingress {
     publisher: Arc<dyn Publisher>,
     publish_timeout: Duration,
     max_body_bytes: usize,
+    metrics: metrics::IngressMetrics,
+    bus_metrics: hookbridge_bus::metrics::BusMetrics,
 }
 
 impl Ingress {
-    pub fn new(settings: &IngressSettings, publisher: Arc<dyn Publisher>) -> Self {
-        Self {
+    /// The ingress of `settings` publishing to `publisher`, with its metrics
+    /// (and the bus's) registered on `registry`.
+    ///
+    /// # Errors
+    /// When the metrics are already registered there.
+    pub fn new(
+        settings: &IngressSettings,
+        publisher: Arc<dyn Publisher>,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
+        let sources: Vec<(&str, &str)> =
+            settings.sources.iter().map(|s| (s.name.as_str(), s.provider.as_str())).collect();
+        Ok(Self {
             sources: settings.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+            metrics: metrics::IngressMetrics::register(registry, &sources)?,
+            bus_metrics: hookbridge_bus::metrics::BusMetrics::register(registry, publisher.backend())?,
             publisher,
             publish_timeout: settings.publish_timeout,
             max_body_bytes: settings.max_body_bytes,
-        }
+        })
     }
 
     /// The webhook router.
@@ -82,10 +99,26 @@ impl Health {
     }
 }
 
-/// `GET /healthz` (the process is alive) and `GET /readyz` (the bus can
-/// take events and the process is not shutting down).
-pub fn admin_router(health: Arc<Health>) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).with_state(health)
+/// `GET /healthz` (the process is alive), `GET /readyz` (the bus can take
+/// events and the process is not shutting down) and `GET /metrics`
+/// (Prometheus text format of `registry`).
+pub fn admin_router(health: Arc<Health>, registry: Registry) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(health)
+        .route("/metrics", get(move || async move { render(&registry) }))
+}
+
+fn render(registry: &Registry) -> axum::response::Response {
+    let mut body = String::new();
+    match prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body) {
+        Ok(()) => ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,14 +19,31 @@ pub(crate) struct Accepted {
 }
 
 /// `POST /webhooks/{source}`: verify on the raw bytes, normalize, publish,
-/// then answer.
+/// then answer; every answer is counted.
 pub(crate) async fn receive(
     State(ingress): State<Arc<Ingress>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, IngressError> {
-    let source = ingress.sources.get(&name).ok_or(IngressError::UnknownSource)?;
+    let started = Instant::now();
+    let result = handle(&ingress, &name, &headers, body).await;
+    let source = if ingress.sources.contains_key(&name) { name.as_str() } else { crate::metrics::UNKNOWN_SOURCE };
+    let (outcome, reason) = match &result {
+        Ok(accepted) => (accepted.status, "none"),
+        Err(error) => (error.outcome(), error.code()),
+    };
+    ingress.metrics.request(source, outcome, reason, started.elapsed());
+    result.map(Json)
+}
+
+async fn handle(
+    ingress: &Ingress,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Accepted, IngressError> {
+    let source = ingress.sources.get(name).ok_or(IngressError::UnknownSource)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             IngressError::TooLarge(ingress.max_body_bytes)
@@ -34,7 +52,7 @@ pub(crate) async fn receive(
         }
     })?;
     let now = Utc::now();
-    if let Err(error) = source.verifier.verify_concurrent(&headers, &body, now).await {
+    if let Err(error) = source.verifier.verify_concurrent(headers, &body, now).await {
         tracing::warn!(source = %name, reason = error.reason_code(), "webhook rejected: signature");
         return Err(error.into());
     }
@@ -42,22 +60,32 @@ pub(crate) async fn receive(
         tracing::warn!(source = %name, reason = error.reason_code(), %error, "webhook rejected: payload");
         IngressError::from(error)
     })?;
+    let backend = ingress.publisher.backend();
+    let publishing = Instant::now();
     let published = tokio::time::timeout(ingress.publish_timeout, ingress.publisher.publish(&event)).await;
     let outcome = match published {
-        Ok(Ok(outcome)) => outcome,
+        Ok(Ok(outcome)) => {
+            ingress.bus_metrics.published(backend, publishing.elapsed());
+            outcome
+        }
         Ok(Err(error)) => {
+            ingress.bus_metrics.failed(backend, Some(&error));
             tracing::error!(source = %name, event_id = %event.id, %error, "publish failed; answered 503");
             return Err(IngressError::Unavailable);
         }
         Err(_) => {
+            ingress.bus_metrics.failed(backend, None);
             tracing::error!(source = %name, event_id = %event.id, timeout = ?ingress.publish_timeout, "publish not acknowledged in time; answered 503");
             return Err(IngressError::Unavailable);
         }
     };
+    if outcome == PublishOutcome::Published {
+        ingress.metrics.published(&event.provider, &event.ty);
+    }
     let status = match outcome {
         PublishOutcome::Published => "accepted",
         PublishOutcome::Duplicate => "duplicate",
     };
     tracing::debug!(source = %name, event_id = %event.id, event_type = %event.ty, status, "webhook accepted");
-    Ok(Json(Accepted { status, id: event.id }))
+    Ok(Accepted { status, id: event.id })
 }

@@ -15,8 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::circuit::{Circuit, CircuitState, Permit, Transition};
 use crate::deliver;
+use crate::metrics::RelayMetrics;
 use crate::policy::{self, Attempt, Verdict};
-use crate::replay::{Replay, ReplayView};
+use crate::replay::{Replay, ReplayView, Window};
 use crate::settings::{RelaySettings, SubscriberSettings};
 use crate::{Error, Result};
 
@@ -61,6 +62,7 @@ pub struct Relay {
     replays: Mutex<HashMap<String, Arc<Replay>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    pub(crate) metrics: RelayMetrics,
 }
 
 fn state_key(subscriber: &str) -> String {
@@ -74,7 +76,14 @@ impl Relay {
     ///
     /// # Errors
     /// When a subscriber's HTTP client cannot be built or its state read.
-    pub async fn start(bus: Arc<dyn Bus>, settings: RelaySettings, shutdown: CancellationToken) -> Result<Arc<Self>> {
+    pub async fn start(
+        bus: Arc<dyn Bus>,
+        settings: RelaySettings,
+        shutdown: CancellationToken,
+        registry: &prometheus::Registry,
+    ) -> Result<Arc<Self>> {
+        let names: Vec<&str> = settings.subscribers.iter().map(|s| s.name.as_str()).collect();
+        let metrics = RelayMetrics::register(registry, &names).map_err(|e| Error::Invalid(format!("metrics: {e}")))?;
         let mut subscribers = HashMap::new();
         for s in &settings.subscribers {
             let client = deliver::client(s).map_err(|e| Error::Invalid(format!("subscriber `{}`: {e}", s.name)))?;
@@ -103,10 +112,12 @@ impl Relay {
             replays: Mutex::default(),
             shutdown,
             tracker: TaskTracker::new(),
+            metrics,
         });
         for subscriber in relay.subscribers.values() {
             relay.tracker.spawn(relay.clone().work(subscriber.clone()));
         }
+        relay.tracker.spawn(relay.clone().refresh_status());
         tracing::info!(subscribers = relay.subscribers.len(), "relay started");
         Ok(relay)
     }
@@ -120,6 +131,43 @@ impl Relay {
 
     fn subscriber(&self, name: &str) -> Result<&Arc<Subscriber>> {
         self.subscribers.get(name).ok_or_else(|| Error::UnknownSubscriber(name.to_owned()))
+    }
+
+    /// Keeps the per-subscriber gauges current.
+    async fn refresh_status(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.status_interval);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for sub in self.subscribers.values() {
+                let name = sub.settings.name.as_str();
+                self.set_health_gauges(sub);
+                match self.bus.group_status(&sub.group, &sub.settings.events).await {
+                    Ok(status) => {
+                        let m = &self.metrics;
+                        m.backlog.with_label_values(&[name]).set(status.backlog as i64);
+                        m.pending_retries.with_label_values(&[name]).set(status.pending_retries as i64);
+                        m.dead_letters.with_label_values(&[name]).set(status.dead_letters as i64);
+                        let age = status.oldest_undelivered.map_or(0.0, |t| (Utc::now() - t).as_seconds_f64().max(0.0));
+                        m.oldest_age.with_label_values(&[name]).set(age);
+                    }
+                    Err(error) => tracing::warn!(subscriber = %name, %error, "cannot read the subscriber's status"),
+                }
+            }
+        }
+    }
+
+    fn set_health_gauges(&self, sub: &Subscriber) {
+        let name = sub.settings.name.as_str();
+        let circuit = match sub.circuit.state() {
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
+        };
+        self.metrics.circuit_state.with_label_values(&[name]).set(circuit);
+        self.metrics.enabled.with_label_values(&[name]).set(i64::from(sub.disabled.borrow().is_none()));
     }
 
     /// One subscriber's loop: pull an event when the circuit and the
@@ -196,6 +244,7 @@ impl Relay {
     async fn deliver(&self, sub: &Subscriber, delivery: Delivery, probe: bool) {
         let name = &sub.settings.name;
         if !sub.settings.accepts(&delivery.event) {
+            self.metrics.filtered(name);
             settle(name, &delivery.event.id.clone(), delivery.ack().await);
             if probe {
                 sub.circuit.record(true, true);
@@ -203,10 +252,25 @@ impl Relay {
             }
             return;
         }
+        let started = std::time::Instant::now();
         let attempt = deliver::attempt(&sub.client, &sub.settings, &delivery.event).await;
+        let took = started.elapsed();
         let verdict = sub.settings.retry.verdict(delivery.attempt, &attempt, policy::jitter());
+        let outcome = match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry { .. } => "retry_scheduled",
+            Verdict::DeadLetter => "dead_lettered",
+            Verdict::Gone => "gone",
+        };
+        self.metrics.attempt(name, outcome, took);
+        if verdict == Verdict::Delivered {
+            let now = Utc::now();
+            let age = |t: DateTime<Utc>| (now - t).to_std().unwrap_or_default();
+            self.metrics.delivered(name, age(delivery.event.time), age(delivery.event.ingesttime));
+        }
         let success = verdict == Verdict::Delivered;
-        match sub.circuit.record(success, probe) {
+        let transition = sub.circuit.record(success, probe);
+        match transition {
             Some(Transition::Opened) => {
                 tracing::warn!(subscriber = %name, "circuit opened: deliveries paused, probing")
             }
@@ -215,6 +279,9 @@ impl Relay {
                 self.disable(sub, "failing continuously for longer than disable_after").await;
             }
             None => {}
+        }
+        if transition.is_some() {
+            self.set_health_gauges(sub);
         }
         sub.wake.notify_waiters();
         let id = delivery.event.id.clone();
@@ -247,6 +314,7 @@ impl Relay {
             tracing::error!(subscriber = %sub.settings.name, %error, "could not store the disabled state");
         }
         sub.disabled.send_replace(Some(disabled));
+        self.set_health_gauges(sub);
     }
 
     /// Every subscriber with its state and outstanding work.
@@ -293,6 +361,7 @@ impl Relay {
             self.bus.put_state(&state_key(name), None).await?;
             sub.circuit.reset();
             sub.disabled.send_replace(None);
+            self.set_health_gauges(sub);
             tracing::info!(subscriber = %name, "subscriber enabled");
         } else {
             self.disable(sub, "disabled by an operator").await;
@@ -341,8 +410,17 @@ impl Relay {
         if until < since {
             return Err(Error::Invalid("`until` is before `since`".into()));
         }
-        let replay =
-            Replay::start(self.bus.clone(), sub, since, until, events, &self.tracker, self.shutdown.clone()).await?;
+        let replay = Replay::start(
+            self.bus.clone(),
+            sub,
+            since,
+            until,
+            events,
+            &self.tracker,
+            self.shutdown.clone(),
+            self.metrics.clone(),
+        )
+        .await?;
         let view = replay.view();
         self.replays.lock().expect("replays lock").insert(view.id.clone(), replay);
         Ok(view)

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::Result;
 use crate::deliver;
+use crate::metrics::RelayMetrics;
 use crate::policy::Attempt;
 use crate::relay::{Subscriber, failure};
 
@@ -37,6 +38,15 @@ pub struct Replay {
     done: AtomicBool,
     started_at: DateTime<Utc>,
     finished_at: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// What a replay re-delivers: events published in `[since, until]` of
+/// these types (all of the subscriber's when empty).
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub events: Vec<EventPattern>,
 }
 
 /// A replay's progress, as the admin API reports it.
@@ -62,12 +72,12 @@ impl Replay {
     pub(crate) async fn start(
         bus: Arc<dyn Bus>,
         sub: Arc<Subscriber>,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        events: Vec<EventPattern>,
+        window: Window,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
+        metrics: RelayMetrics,
     ) -> Result<Arc<Self>> {
+        let Window { since, until, events } = window;
         let mut suffix = [0u8; 4];
         let _ = getrandom::fill(&mut suffix);
         let id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S"), u32::from_le_bytes(suffix) % 100_000);
@@ -94,7 +104,8 @@ impl Replay {
             finished_at: Mutex::new(None),
         });
         tracing::info!(subscriber = %sub.settings.name, replay = %replay.id, %since, %until, total, "replay started");
-        tracker.spawn(replay.clone().run(consumer, sub, events, shutdown));
+        metrics.replays_running.with_label_values(&[&sub.settings.name]).inc();
+        tracker.spawn(replay.clone().run(consumer, sub, events, shutdown, metrics));
         Ok(replay)
     }
 
@@ -104,6 +115,7 @@ impl Replay {
         sub: Arc<Subscriber>,
         events: Vec<EventPattern>,
         shutdown: CancellationToken,
+        metrics: RelayMetrics,
     ) {
         let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
         let deliveries = TaskTracker::new();
@@ -127,18 +139,21 @@ impl Replay {
             let wanted = events.is_empty() || events.iter().any(|p| p.matches(&delivery.event.ty));
             if !wanted || !sub.settings.accepts(&delivery.event) {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
+                metrics.replayed(&sub.settings.name, "skipped");
                 let _ = delivery.ack().await;
                 continue;
             }
             let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-            let (replay, sub) = (self.clone(), sub.clone());
+            let (replay, sub, metrics) = (self.clone(), sub.clone(), metrics.clone());
             deliveries.spawn(async move {
                 let attempt = deliver::attempt(&sub.client, &sub.settings, &delivery.event).await;
                 let result = if matches!(attempt, Attempt::Status { status: 200..=299, .. }) {
                     replay.delivered.fetch_add(1, Ordering::Relaxed);
+                    metrics.replayed(&sub.settings.name, "delivered");
                     delivery.ack().await
                 } else {
                     replay.failed.fetch_add(1, Ordering::Relaxed);
+                    metrics.replayed(&sub.settings.name, "failed");
                     delivery.dead_letter(&sub.group, failure(1, &attempt)).await
                 };
                 if let Err(error) = result {
@@ -151,6 +166,7 @@ impl Replay {
         deliveries.wait().await;
         *self.finished_at.lock().expect("replay lock") = Some(Utc::now());
         self.done.store(true, Ordering::SeqCst);
+        metrics.replays_running.with_label_values(&[&sub.settings.name]).dec();
         let view = self.view();
         tracing::info!(replay = %view.id, subscriber = %view.subscriber, delivered = view.delivered, failed = view.failed, skipped = view.skipped, "replay finished");
     }

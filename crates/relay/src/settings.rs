@@ -52,6 +52,8 @@ impl SubscriberSettings {
 pub struct RelaySettings {
     pub topic_prefix: String,
     pub subscribers: Vec<SubscriberSettings>,
+    /// How often the per-subscriber gauges (backlog, retries, dead letters) are refreshed.
+    pub status_interval: std::time::Duration,
 }
 
 impl RelaySettings {

@@ -141,16 +141,23 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
-        let ingress = Arc::new(Ingress::new(&config.ingress, publisher.clone()));
+        let registry = prometheus::Registry::new();
+        let ingress = Arc::new(Ingress::new(&config.ingress, publisher.clone(), &registry).expect("metrics register"));
         let health = Health::new(publisher);
         let shutdown = CancellationToken::new();
-        let mut admin_router = hookbridge_ingress::admin_router(health.clone());
+        let relay_registry = registry.clone();
+        let mut admin_router = hookbridge_ingress::admin_router(health.clone(), registry);
         let relay = if config.relay.subscribers.is_empty() {
             None
         } else {
-            let relay = hookbridge_relay::Relay::start(Arc::new(bus.clone()), config.relay.clone(), shutdown.clone())
-                .await
-                .expect("relay starts");
+            let relay = hookbridge_relay::Relay::start(
+                Arc::new(bus.clone()),
+                config.relay.clone(),
+                shutdown.clone(),
+                &relay_registry,
+            )
+            .await
+            .expect("relay starts");
             admin_router =
                 admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
             Some(relay)

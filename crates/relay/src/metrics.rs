@@ -1,0 +1,138 @@
+//! Relay metrics. Label values: subscriber names from configuration and
+//! fixed outcome sets.
+
+use std::time::Duration;
+
+use prometheus::core::Collector;
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+pub const OUTCOMES: &[&str] = &["delivered", "retry_scheduled", "dead_lettered", "gone"];
+pub const REPLAY_OUTCOMES: &[&str] = &["delivered", "failed", "skipped"];
+
+#[derive(Debug, Clone)]
+pub struct RelayMetrics {
+    deliveries: IntCounterVec,
+    filtered: IntCounterVec,
+    duration: HistogramVec,
+    latency: HistogramVec,
+    pub(crate) backlog: IntGaugeVec,
+    pub(crate) oldest_age: GaugeVec,
+    pub(crate) pending_retries: IntGaugeVec,
+    pub(crate) dead_letters: IntGaugeVec,
+    pub(crate) circuit_state: IntGaugeVec,
+    pub(crate) enabled: IntGaugeVec,
+    replay_events: IntCounterVec,
+    pub(crate) replays_running: IntGaugeVec,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,
+        86400.0,
+    ]
+}
+
+impl RelayMetrics {
+    /// Registers the relay metrics with every subscriber's label sets at zero.
+    ///
+    /// # Errors
+    /// When a metric of the same name is already registered.
+    pub fn register(registry: &Registry, subscribers: &[&str]) -> prometheus::Result<Self> {
+        let label = &["subscriber"];
+        let m = Self {
+            deliveries: IntCounterVec::new(
+                Opts::new("hookbridge_relay_deliveries_total", "Delivery attempts by subscriber and outcome."),
+                &["subscriber", "outcome"],
+            )?,
+            filtered: IntCounterVec::new(
+                Opts::new("hookbridge_relay_filtered_total", "Events a subscriber's provider/source filters left out (not deliveries)."),
+                label,
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new("hookbridge_relay_delivery_duration_seconds", "Time of one delivery attempt: POST to answer.")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                label,
+            )?,
+            latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "hookbridge_relay_end_to_end_latency_seconds",
+                    "At successful delivery, the time since the provider's event time (from=\"provider\") or since the ingress accepted it (from=\"ingress\").",
+                )
+                .buckets(latency_buckets()),
+                &["subscriber", "from"],
+            )?,
+            backlog: IntGaugeVec::new(Opts::new("hookbridge_relay_backlog_events", "Events of the subscriber's types not yet settled."), label)?,
+            oldest_age: GaugeVec::new(
+                Opts::new("hookbridge_relay_oldest_undelivered_age_seconds", "Age of the oldest event not yet delivered (0 when none)."),
+                label,
+            )?,
+            pending_retries: IntGaugeVec::new(Opts::new("hookbridge_relay_pending_retries", "Deliveries waiting for their next attempt."), label)?,
+            dead_letters: IntGaugeVec::new(Opts::new("hookbridge_relay_dead_letters", "Dead letters kept for the subscriber."), label)?,
+            circuit_state: IntGaugeVec::new(
+                Opts::new("hookbridge_relay_circuit_state", "Endpoint circuit: 0 closed, 1 open, 2 probing."),
+                label,
+            )?,
+            enabled: IntGaugeVec::new(Opts::new("hookbridge_relay_subscriber_enabled", "1 while the subscriber is enabled, 0 while disabled."), label)?,
+            replay_events: IntCounterVec::new(
+                Opts::new("hookbridge_relay_replay_events_total", "Events handled by replays, by subscriber and outcome."),
+                &["subscriber", "outcome"],
+            )?,
+            replays_running: IntGaugeVec::new(Opts::new("hookbridge_relay_replays_running", "Replays in progress."), label)?,
+        };
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(m.deliveries.clone()),
+            Box::new(m.filtered.clone()),
+            Box::new(m.duration.clone()),
+            Box::new(m.latency.clone()),
+            Box::new(m.backlog.clone()),
+            Box::new(m.oldest_age.clone()),
+            Box::new(m.pending_retries.clone()),
+            Box::new(m.dead_letters.clone()),
+            Box::new(m.circuit_state.clone()),
+            Box::new(m.enabled.clone()),
+            Box::new(m.replay_events.clone()),
+            Box::new(m.replays_running.clone()),
+        ];
+        for c in collectors {
+            registry.register(c)?;
+        }
+        for s in subscribers {
+            for outcome in OUTCOMES {
+                m.deliveries.with_label_values(&[s, outcome]);
+            }
+            for outcome in REPLAY_OUTCOMES {
+                m.replay_events.with_label_values(&[s, outcome]);
+            }
+            m.filtered.with_label_values(&[s]);
+            m.duration.with_label_values(&[s]);
+            m.latency.with_label_values(&[s, "provider"]);
+            m.latency.with_label_values(&[s, "ingress"]);
+            m.backlog.with_label_values(&[s]);
+            m.oldest_age.with_label_values(&[s]);
+            m.pending_retries.with_label_values(&[s]);
+            m.dead_letters.with_label_values(&[s]);
+            m.circuit_state.with_label_values(&[s]);
+            m.enabled.with_label_values(&[s]).set(1);
+            m.replays_running.with_label_values(&[s]);
+        }
+        Ok(m)
+    }
+
+    pub(crate) fn attempt(&self, subscriber: &str, outcome: &str, took: Duration) {
+        self.deliveries.with_label_values(&[subscriber, outcome]).inc();
+        self.duration.with_label_values(&[subscriber]).observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn delivered(&self, subscriber: &str, since_event: Duration, since_ingest: Duration) {
+        self.latency.with_label_values(&[subscriber, "provider"]).observe(since_event.as_secs_f64());
+        self.latency.with_label_values(&[subscriber, "ingress"]).observe(since_ingest.as_secs_f64());
+    }
+
+    pub(crate) fn filtered(&self, subscriber: &str) {
+        self.filtered.with_label_values(&[subscriber]).inc();
+    }
+
+    pub(crate) fn replayed(&self, subscriber: &str, outcome: &str) {
+        self.replay_events.with_label_values(&[subscriber, outcome]).inc();
+    }
+}
