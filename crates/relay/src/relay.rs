@@ -413,9 +413,7 @@ impl Relay {
         let replay = Replay::start(
             self.bus.clone(),
             sub,
-            since,
-            until,
-            events,
+            Window { since, until, events },
             &self.tracker,
             self.shutdown.clone(),
             self.metrics.clone(),
