@@ -18,14 +18,14 @@ use hookbridge_testkit::{checked, config_toml, keys};
 const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
 
 /// A running `hookbridge run` and the addresses it bound.
-struct Running {
-    child: Child,
-    webhooks: SocketAddr,
-    admin: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) webhooks: SocketAddr,
+    pub(crate) admin: SocketAddr,
 }
 
 impl Running {
-    fn start(config: &Path) -> Self {
+    pub(crate) fn start(config: &Path) -> Self {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
@@ -50,7 +50,7 @@ impl Running {
         Self { child, webhooks, admin }
     }
 
-    fn url(&self, source: &str) -> String {
+    pub(crate) fn url(&self, source: &str) -> String {
         format!("http://{}/webhooks/{source}", self.webhooks)
     }
 }
@@ -67,14 +67,14 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
 }
 
 /// The test config with the admin token and `extra` (e.g. subscribers) appended.
-fn write_config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
+pub(crate) fn write_config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("hookbridge.toml");
     let text = format!("{}token = \"{}\"\n{extra}", config_toml(&dir.join("bus")), hookbridge_testkit::ADMIN_TOKEN);
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn subscriber_toml(name: &str, url: &str, extra: &str) -> String {
+pub(crate) fn subscriber_toml(name: &str, url: &str, extra: &str) -> String {
     format!("[[relay.subscribers]]\nname = \"{name}\"\nurl = \"{url}\"\nevents = [\"*\"]\n{extra}\n")
 }
 

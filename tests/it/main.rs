@@ -4,6 +4,7 @@
 mod binary;
 mod docs;
 mod matrix;
+mod observability;
 mod rejections;
 mod relay;
 mod unavailable;
