@@ -222,6 +222,16 @@ async fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     let missing: Vec<&String> = used.iter().filter(|name| !exported.contains(&format!("# TYPE {name} "))).collect();
     assert!(missing.is_empty(), "used but not exported: {missing:?}");
 
+    // Every exported hookbridge metric is documented.
+    let documented = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
+    let undocumented: Vec<&str> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("hookbridge_") && !documented.contains(&format!("`{name}`")))
+        .collect();
+    assert!(undocumented.is_empty(), "exported but not in docs/metrics.md: {undocumented:?}");
+
     // The rules load in Prometheus, and the dead letter fires its alert.
     let rules: Value =
         client.get(format!("{}/api/v1/rules", prometheus.url)).send().await.unwrap().json().await.unwrap();
