@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod otel;
 mod receive;
 mod sample;
 
@@ -93,6 +94,7 @@ async fn run_role(path: &std::path::Path, role: Role) -> anyhow::Result<ExitCode
 /// drains within the grace period: readiness drops, webhooks in flight are
 /// answered, deliveries in flight finish and are settled.
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    let spans = otel::install(&config.tracing)?;
     let bus = Arc::new(EmbeddedBus::open(config.bus.embedded.clone()).context("opening the embedded bus")?);
     let health = Health::new(bus.clone());
     let shutdown = CancellationToken::new();
@@ -162,6 +164,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     }
     admin_stop.cancel();
     let _ = admin_task.await;
+    otel::shutdown(spans).await;
     tracing::info!("hookbridge stopped");
     Ok(())
 }

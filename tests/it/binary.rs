@@ -407,3 +407,82 @@ async fn receive_verifies_and_prints_what_the_relay_delivers() {
     let _ = receiver.kill();
     let _ = receiver.wait();
 }
+
+/// Receives OTLP/HTTP JSON like a collector and keeps the spans.
+async fn otlp_collector() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let spans = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let export: serde_json::Value = serde_json::from_slice(&body).expect("OTLP JSON");
+                for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+                    for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                        for span in scope["spans"].as_array().into_iter().flatten() {
+                            let mut span = span.clone();
+                            span["service"] = resource["resource"]["attributes"].clone();
+                            kept.lock().unwrap().push(span);
+                        }
+                    }
+                }
+                axum::Json(serde_json::json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_in_the_propagated_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn().await;
+    let (collector, spans) = otlp_collector().await;
+    let extra = format!(
+        "[tracing]\notlp_endpoint = \"{collector}\"\notlp_protocol = \"http/json\"\nservice_name = \"hookbridge-test\"\n{}",
+        subscriber_toml("traced", &recorder.url(), "")
+    );
+    let config = write_config_with(dir.path(), &extra);
+    let mut running = Running::start(&config);
+    let incoming_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (body, (name, sig)) = keys::signed(&keys::signer("mailpipe"), "email.sent", 1, Utc::now());
+    let response = reqwest::Client::new()
+        .post(running.url("mailpipe"))
+        .header(name, sig)
+        .header("traceparent", format!("00-{incoming_trace}-00f067aa0ba902b7-01"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let delivery = recorder.wait_for(1, Duration::from_secs(10)).await.remove(0);
+    // SIGTERM flushes the exporter.
+    sigterm(&running.child);
+    let status = tokio::task::spawn_blocking(move || running.child.wait().unwrap()).await.unwrap();
+    assert!(status.success());
+
+    let spans = spans.lock().unwrap().clone();
+    let find = |name: &str| {
+        spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no `{name}` span in {spans:#?}")).clone()
+    };
+    let receive = find("webhook receive");
+    let deliver = find("webhook deliver");
+    for span in [&receive, &deliver] {
+        assert_eq!(span["traceId"].as_str().unwrap().to_lowercase(), incoming_trace, "{span}");
+        assert!(span["service"].to_string().contains("hookbridge-test"));
+    }
+    assert_eq!(receive["parentSpanId"].as_str().unwrap().to_lowercase(), "00f067aa0ba902b7");
+    assert_eq!(deliver["parentSpanId"], receive["spanId"], "the delivery is a child of the ingress span");
+    assert_eq!(receive["kind"], 2, "server");
+    assert_eq!(deliver["kind"], 3, "client");
+    let delivered_span = delivery.header("traceparent").split('-').nth(2).unwrap().to_owned();
+    assert_eq!(
+        deliver["spanId"].as_str().unwrap().to_lowercase(),
+        delivered_span,
+        "the subscriber sees the exported span's id"
+    );
+}

@@ -307,3 +307,37 @@ async fn the_admin_api_needs_the_token() {
     let (status, body) = app.admin(Method::GET, "/admin/subscribers/nobody/dead-letters", None).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_continues_from_the_provider_through_the_bus_to_the_subscriber() {
+    let recorder = Recorder::spawn().await;
+    let app = TestApp::spawn_relay(&subscriber("traced", &recorder, r#"["*"]"#, "")).await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (body, header) = hookbridge_testkit::keys::signed(
+        &hookbridge_testkit::keys::signer("mailpipe"),
+        "email.sent",
+        1,
+        chrono::Utc::now(),
+    );
+    let (status, _) = app.post("mailpipe", body, &[header, ("traceparent", incoming.to_owned())]).await;
+    assert_eq!(status, 200);
+    // Without a traceparent the ingress starts a trace of its own.
+    app.send("mailpipe", "email.sent", 2).await;
+    let requests = recorder.wait_for(2, WAIT).await;
+    let trace_of = |tp: &str| tp.split('-').nth(1).unwrap().to_owned();
+    let span_of = |tp: &str| tp.split('-').nth(2).unwrap().to_owned();
+    let first = requests
+        .iter()
+        .find(|r| r.json()["traceparent"].as_str().is_some_and(|t| trace_of(t) == trace_of(incoming)))
+        .expect("the provider's trace is continued");
+    let in_event = first.json()["traceparent"].as_str().unwrap().to_owned();
+    let on_delivery = first.header("traceparent").to_owned();
+    assert_ne!(span_of(&in_event), span_of(incoming), "the ingress span is a child of the caller's");
+    assert_eq!(trace_of(&on_delivery), trace_of(incoming), "the delivery continues the trace");
+    assert_ne!(span_of(&on_delivery), span_of(&in_event), "the delivery is a span of its own");
+    let second = requests.iter().find(|r| r.event_id() != first.event_id()).unwrap();
+    let started = second.json()["traceparent"].as_str().unwrap().to_owned();
+    assert_ne!(trace_of(&started), trace_of(incoming));
+    assert_eq!(trace_of(second.header("traceparent")), trace_of(&started));
+    assert_valid_event(&second.json());
+}

@@ -89,6 +89,7 @@ pub fn event(ty: &str) -> Event {
         provider: "mailpipe".into(),
         providerevent: ty.into(),
         ingesttime: Utc::now(),
+        traceparent: None,
         data: normalized.into_data(&original),
     }
 }

@@ -49,6 +49,17 @@ pub struct Config {
     pub relay_shutdown_grace: Duration,
     pub admin: AdminSettings,
     pub log: LogSettings,
+    pub tracing: TracingSettings,
+}
+
+/// OTLP export of spans, when configured.
+#[derive(Debug, Clone)]
+pub struct TracingSettings {
+    /// Where spans are POSTed (`<otlp_endpoint>/v1/traces`).
+    pub otlp_traces_url: Option<String>,
+    /// `true`: OTLP/HTTP JSON; `false`: protobuf.
+    pub otlp_json: bool,
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +198,20 @@ impl Config {
         if raw.ingress.max_body_bytes == 0 {
             problem("ingress.max_body_bytes".into(), "must be greater than 0".into());
         }
+        if let Some(endpoint) = &raw.tracing.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problem(
+                "tracing.otlp_endpoint".into(),
+                "must be an http:// or https:// URL of an OTLP/HTTP collector".into(),
+            );
+        }
+        if !matches!(raw.tracing.otlp_protocol.as_str(), "http/protobuf" | "http/json") {
+            problem(
+                "tracing.otlp_protocol".into(),
+                format!("`{}` is not http/protobuf or http/json", raw.tracing.otlp_protocol),
+            );
+        }
         if raw.relay.status_interval.is_zero() {
             problem("relay.status_interval".into(), "must be greater than 0".into());
         }
@@ -276,6 +301,11 @@ impl Config {
             relay_shutdown_grace: raw.relay.shutdown_grace,
             admin: AdminSettings { listen: raw.admin.listen, token },
             log: LogSettings { format: raw.log.format, level: raw.log.level },
+            tracing: TracingSettings {
+                otlp_traces_url: raw.tracing.otlp_endpoint.map(|e| format!("{}/v1/traces", e.trim_end_matches('/'))),
+                otlp_json: raw.tracing.otlp_protocol == "http/json",
+                service_name: raw.tracing.service_name,
+            },
         })
     }
 

@@ -22,6 +22,26 @@ pub struct RawConfig {
     pub admin: AdminConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Base URL of an OTLP/HTTP collector (spans go to `<it>/v1/traces`);
+    /// unset: spans are not exported (trace context is still propagated).
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` or `http/json`.
+    pub otlp_protocol: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, otlp_protocol: "http/protobuf".into(), service_name: "hookbridge".into() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

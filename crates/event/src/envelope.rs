@@ -38,6 +38,10 @@ pub struct Event {
     pub providerevent: String,
     /// Extension: when hookbridge accepted the webhook.
     pub ingesttime: DateTime<Utc>,
+    /// Extension (CloudEvents distributed tracing): the W3C trace context of
+    /// the ingress span, continued by the relay on every delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Normalized fields for the type, plus the provider's payload under `original`.
     pub data: Box<RawValue>,
 }

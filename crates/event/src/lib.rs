@@ -16,6 +16,7 @@ pub mod data;
 mod envelope;
 pub mod taxonomy;
 pub mod topic;
+pub mod trace;
 
 pub use envelope::{DATA_CONTENT_TYPE, Event, SPEC_VERSION};
 pub use topic::{EventPattern, PatternError, TopicName};

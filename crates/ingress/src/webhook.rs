@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use hookbridge_bus::PublishOutcome;
+use hookbridge_event::trace::{self, SpanKind, TraceContext};
 use serde::Serialize;
 
 use crate::{Ingress, IngressError};
@@ -27,13 +28,25 @@ pub(crate) async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, IngressError> {
     let started = Instant::now();
-    let result = handle(&ingress, &name, &headers, body).await;
+    // Continue the caller's trace when it sent one, or start a new one.
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
+    let mut span = trace::start("webhook receive", SpanKind::Server, parent);
+    let result = handle(&ingress, &name, &headers, body, span.context()).await;
     let source = if ingress.sources.contains_key(&name) { name.as_str() } else { crate::metrics::UNKNOWN_SOURCE };
     let (outcome, reason) = match &result {
         Ok(accepted) => (accepted.status, "none"),
         Err(error) => (error.outcome(), error.code()),
     };
     ingress.metrics.request(source, outcome, reason, started.elapsed());
+    span.set_attribute("hookbridge.source", source.to_owned());
+    span.set_attribute("hookbridge.outcome", outcome.to_owned());
+    match &result {
+        Ok(accepted) => {
+            span.set_attribute("hookbridge.event_id", accepted.id.clone());
+            span.end(None);
+        }
+        Err(error) => span.end(Some(error.code().to_owned())),
+    }
     result.map(Json)
 }
 
@@ -42,6 +55,7 @@ async fn handle(
     name: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    trace: TraceContext,
 ) -> Result<Accepted, IngressError> {
     let source = ingress.sources.get(name).ok_or(IngressError::UnknownSource)?;
     let body = body.map_err(|rejection| {
@@ -56,10 +70,11 @@ async fn handle(
         tracing::warn!(source = %name, reason = error.reason_code(), "webhook rejected: signature");
         return Err(error.into());
     }
-    let event = hookbridge_providers::normalize(source.provider, &body, &source.meta, now).map_err(|error| {
+    let mut event = hookbridge_providers::normalize(source.provider, &body, &source.meta, now).map_err(|error| {
         tracing::warn!(source = %name, reason = error.reason_code(), %error, "webhook rejected: payload");
         IngressError::from(error)
     })?;
+    event.traceparent = Some(trace.to_string());
     let backend = ingress.publisher.backend();
     let publishing = Instant::now();
     let published = tokio::time::timeout(ingress.publish_timeout, ingress.publisher.publish(&event)).await;

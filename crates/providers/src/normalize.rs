@@ -98,6 +98,7 @@ pub(crate) fn assemble(
         provider: provider.as_str().to_owned(),
         providerevent: fields.provider_event,
         ingesttime: now,
+        traceparent: None,
         data: fields.normalized.into_data(&original),
     }
 }

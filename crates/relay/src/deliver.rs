@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookbridge_event::Event;
+use hookbridge_event::trace::{self, SpanKind, TraceContext};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 
 use crate::policy::{Attempt, parse_retry_after};
@@ -31,15 +32,33 @@ pub fn client(settings: &SubscriberSettings) -> reqwest::Result<reqwest::Client>
         .build()
 }
 
-/// POSTs `event` once and says what happened.
+/// POSTs `event` once and says what happened. The request continues the
+/// event's trace: its `traceparent` is a new span in the same trace.
 pub async fn attempt(client: &reqwest::Client, settings: &SubscriberSettings, event: &Event) -> Attempt {
+    let parent = event.traceparent.as_deref().and_then(TraceContext::parse);
+    let mut span = trace::start("webhook deliver", SpanKind::Client, parent);
+    span.set_attribute("hookbridge.subscriber", settings.name.clone());
+    span.set_attribute("hookbridge.event_id", event.id.clone());
+    let result = send(client, settings, event, span.context()).await;
+    match &result {
+        Attempt::Status { status, .. } => {
+            span.set_attribute("http.response.status_code", status.to_string());
+            span.end((!(200..300).contains(status)).then(|| format!("HTTP {status}")));
+        }
+        Attempt::Failed { error } => span.end(Some(error.clone())),
+    }
+    result
+}
+
+async fn send(client: &reqwest::Client, settings: &SubscriberSettings, event: &Event, trace: TraceContext) -> Attempt {
     let body = event.to_json();
     let timestamp = Utc::now().timestamp();
     let mut request = client
         .post(settings.url.clone())
         .header(CONTENT_TYPE, CLOUDEVENTS_JSON)
         .header("webhook-id", &event.id)
-        .header("webhook-timestamp", timestamp);
+        .header("webhook-timestamp", timestamp)
+        .header("traceparent", trace.to_string());
     if !settings.secrets.is_empty() {
         request = request.header("webhook-signature", signature_header(&settings.secrets, &event.id, timestamp, &body));
     }
