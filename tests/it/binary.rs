@@ -486,3 +486,69 @@ async fn spans_are_exported_over_otlp_in_the_propagated_trace() {
         "the subscriber sees the exported span's id"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_fields_and_never_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn().await;
+    let extra = format!(
+        "[log]\nformat = \"json\"\nlevel = \"debug\"\n{}",
+        subscriber_toml("logged", &recorder.url(), "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"")
+    );
+    let config = write_config_with(dir.path(), &extra);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first: serde_json::Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).expect("JSON lines");
+    let mut lines = vec![first];
+    let webhooks = loop {
+        if let Some(addr) = lines.iter().find_map(|l| l["webhooks"].as_str()) {
+            break addr.to_owned();
+        }
+        lines.push(serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).expect("JSON lines"));
+    };
+    let client = reqwest::Client::new();
+    let (body, (name, sig)) = keys::signed(&keys::signer("mailpipe"), "email.sent", 1, Utc::now());
+    let url = format!("http://{webhooks}/webhooks/mailpipe");
+    client.post(&url).header(name, &sig).body(body.clone()).send().await.unwrap();
+    client.post(&url).header(name, "00".repeat(32)).body(body).send().await.unwrap();
+    recorder.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&child);
+    child.wait().unwrap();
+    let mut text = String::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        text.push_str(&line);
+        text.push('\n');
+        lines.push(serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}")));
+    }
+    let rejected =
+        lines.iter().find(|l| l["message"] == "webhook rejected: signature").expect("the rejection is logged");
+    assert_eq!(
+        (rejected["source"].as_str(), rejected["reason"].as_str()),
+        (Some("mailpipe"), Some("invalid_signature"))
+    );
+    assert!(
+        lines.iter().any(|l| l["message"] == "delivered" && l["subscriber"] == "logged" && l["event_id"].is_string()),
+        "{text}"
+    );
+    let all = lines.iter().map(ToString::to_string).collect::<String>();
+    for secret in
+        [keys::MAILPIPE_SECRET, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", hookbridge_testkit::ADMIN_TOKEN, &sig, "Invoice #1"]
+    {
+        assert!(!all.contains(secret), "`{secret}` reached the logs");
+    }
+}
