@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod embedded;
 mod error;
 pub mod metrics;
+pub mod nats;
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -168,9 +169,11 @@ pub struct Failure {
 /// A group's outstanding work.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GroupStatus {
-    /// Matching events published and not yet settled by the group.
+    /// Matching events published and not yet settled by the group,
+    /// including those waiting for a retry.
     pub backlog: u64,
-    /// Scheduled retries.
+    /// Of the backlog, events waiting for a retry (on NATS: delivered and
+    /// not yet acknowledged, which includes retries).
     pub pending_retries: u64,
     pub dead_letters: u64,
     /// When the oldest unsettled matching event was published.

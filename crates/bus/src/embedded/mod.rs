@@ -373,6 +373,7 @@ impl Bus for EmbeddedBus {
         for entry in delayed.range((group, 0, 0)..=(group, u64::MAX, u64::MAX)).map_err(storage)? {
             let (_, value) = entry.map_err(storage)?;
             status.pending_retries += 1;
+            status.backlog += 1;
             if let Some(rec) = record::decode_delayed(value.value()).and_then(|(_, r)| record::decode(r)) {
                 let at = to_time(rec.appended_ms);
                 status.oldest_undelivered = Some(status.oldest_undelivered.map_or(at, |t| t.min(at)));

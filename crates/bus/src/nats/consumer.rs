@@ -1,0 +1,126 @@
+//! A consumer group on JetStream: a durable pull consumer read as a stream.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind};
+use async_trait::async_trait;
+use chrono::Utc;
+use futures_util::StreamExt as _;
+use hookbridge_event::{Event, EventPattern};
+
+use super::{FAILURE_HEADER, GROUP_HEADER, NatsBus, safe_name, unavailable};
+use crate::{Acker, Consumer, Delivery, Error, Failure, Result, SubscribeOptions};
+
+pub(crate) struct NatsConsumer {
+    bus: NatsBus,
+    group: String,
+    patterns: Vec<EventPattern>,
+    messages: jetstream::consumer::pull::Stream,
+}
+
+impl std::fmt::Debug for NatsConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConsumer").field("group", &self.group).finish_non_exhaustive()
+    }
+}
+
+impl NatsConsumer {
+    pub(crate) async fn new(
+        bus: NatsBus,
+        consumer: jetstream::consumer::PullConsumer,
+        options: &SubscribeOptions,
+    ) -> Result<Self> {
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        Ok(Self { bus, group: options.group.clone(), patterns: options.patterns.clone(), messages })
+    }
+}
+
+#[async_trait]
+impl Consumer for NatsConsumer {
+    async fn next(&mut self) -> Result<Delivery> {
+        loop {
+            let message = self.messages.next().await.ok_or(Error::Closed)?.map_err(unavailable)?;
+            let (attempt, published) = match message.info() {
+                Ok(info) => (u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1), info.published),
+                Err(_) => (1, Utc::now()),
+            };
+            // A dead letter handed back is for one group only.
+            let for_group = message.headers.as_ref().and_then(|h| h.get(GROUP_HEADER)).map(|v| v.as_str().to_owned());
+            if for_group.as_deref().is_some_and(|target| target != self.group) {
+                let _ = message.ack().await;
+                continue;
+            }
+            let Ok(event) = Event::from_json(&message.payload) else {
+                tracing::error!(group = %self.group, subject = %message.subject, "skipping an unreadable message");
+                let _ = message.ack().await;
+                continue;
+            };
+            // On servers with one filter subject the consumer sees every type.
+            if !self.patterns.iter().any(|p| p.matches(&event.ty)) {
+                let _ = message.ack().await;
+                continue;
+            }
+            let acker = NatsAcker { bus: self.bus.clone(), message: Some(message) };
+            return Ok(Delivery::new(event, attempt, published, Box::new(acker)));
+        }
+    }
+}
+
+struct NatsAcker {
+    bus: NatsBus,
+    /// Taken when settled; a drop with it still here asks for redelivery now.
+    message: Option<jetstream::Message>,
+}
+
+impl std::fmt::Debug for NatsAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAcker").finish_non_exhaustive()
+    }
+}
+
+impl NatsAcker {
+    fn take(&mut self) -> jetstream::Message {
+        self.message.take().expect("settled once")
+    }
+}
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(mut self: Box<Self>) -> Result<()> {
+        self.take().double_ack().await.map_err(unavailable)
+    }
+
+    async fn nack(mut self: Box<Self>, delay: Duration) -> Result<()> {
+        self.take().double_ack_with(AckKind::Nak(Some(delay))).await.map_err(unavailable)
+    }
+
+    async fn dead_letter(mut self: Box<Self>, group: &str, failure: Failure) -> Result<()> {
+        let message = self.take();
+        let mut headers = HeaderMap::new();
+        headers.insert(FAILURE_HEADER, serde_json::to_string(&failure).expect("failure serializes").as_str());
+        let subject = format!("{}-dlq.{}", self.bus.inner.options.topic_prefix, safe_name(group));
+        // Kept first, then acknowledged: a crash in between keeps it twice, never loses it.
+        self.bus
+            .inner
+            .js
+            .publish_with_headers(subject, headers, message.payload.clone())
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        message.double_ack().await.map_err(unavailable)
+    }
+}
+
+impl Drop for NatsAcker {
+    fn drop(&mut self) {
+        if let Some(message) = self.message.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            });
+        }
+    }
+}
