@@ -159,13 +159,12 @@ pub struct SendSampleArgs {
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config is valid");
-    let _ = writeln!(
-        out,
-        "bus: {} (topic prefix {}, path {})",
-        config.bus.backend.as_str(),
-        config.bus.topic_prefix,
-        config.bus.embedded.path.display()
-    );
+    let location = match &config.bus.nats {
+        Some(nats) => format!("{}, stream {}", nats.urls.join(", "), nats.stream),
+        None => format!("path {}", config.bus.embedded.path.display()),
+    };
+    let _ =
+        writeln!(out, "bus: {} (topic prefix {}, {location})", config.bus.backend.as_str(), config.bus.topic_prefix);
     let _ = writeln!(out, "ingress: {} (max body {} bytes)", config.ingress.listen, config.ingress.max_body_bytes);
     for source in &config.ingress.sources {
         let _ = writeln!(out, "  POST /webhooks/{}  provider {}", source.name, source.provider);

@@ -70,6 +70,21 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// The configured bus, and where it is (for the log).
+async fn open_bus(config: &Config) -> anyhow::Result<(Arc<dyn hookbridge_bus::Bus>, String)> {
+    match &config.bus.nats {
+        Some(options) => {
+            let bus = hookbridge_bus::nats::NatsBus::open(options.clone()).await.context("connecting to NATS")?;
+            Ok((Arc::new(bus), format!("{} stream {}", options.urls.join(","), options.stream)))
+        }
+        None => {
+            let bus = EmbeddedBus::open(config.bus.embedded.clone()).context("opening the embedded bus")?;
+            let path = bus.path().display().to_string();
+            Ok((Arc::new(bus), path))
+        }
+    }
+}
+
 /// Which halves of hookbridge a process runs.
 #[derive(Debug, Clone, Copy)]
 struct Role {
@@ -95,8 +110,9 @@ async fn run_role(path: &std::path::Path, role: Role) -> anyhow::Result<ExitCode
 /// answered, deliveries in flight finish and are settled.
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     let spans = otel::install(&config.tracing)?;
-    let bus = Arc::new(EmbeddedBus::open(config.bus.embedded.clone()).context("opening the embedded bus")?);
-    let health = Health::new(bus.clone());
+    let (bus, where_) = open_bus(&config).await?;
+    let publisher: Arc<dyn hookbridge_bus::Publisher> = bus.clone();
+    let health = Health::new(publisher.clone());
     let shutdown = CancellationToken::new();
     let registry = metrics_registry(role)?;
     let relay = if role.relay && !config.relay.subscribers.is_empty() {
@@ -109,7 +125,9 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
         None
     };
     let ingress = if role.ingress {
-        Some(Arc::new(Ingress::new(&config.ingress, bus.clone(), &registry).context("registering ingress metrics")?))
+        Some(Arc::new(
+            Ingress::new(&config.ingress, publisher.clone(), &registry).context("registering ingress metrics")?,
+        ))
     } else {
         None
     };
@@ -132,8 +150,8 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     tracing::info!(
         webhooks = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("-".to_owned(), |a| a.to_string()),
         admin = %admin.local_addr()?,
-        backend = "embedded",
-        bus = %bus.path().display(),
+        backend = bus.backend(),
+        bus = %where_,
         sources = if role.ingress { config.ingress.sources.len() } else { 0 },
         subscribers = relay.as_ref().map_or(0, |_| config.relay.subscribers.len()),
         "hookbridge listening"

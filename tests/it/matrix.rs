@@ -51,7 +51,7 @@ async fn every_provider_event_is_published_once_on_its_topic() {
         assert_eq!(status, 200, "{source} {provider_event}: {answer}");
         assert_eq!(answer["status"], "accepted");
 
-        let events = app.published();
+        let events = app.published().await;
         assert_eq!(events.len(), n + 1, "exactly one new event for {source} {provider_event}");
         let event = events.last().unwrap();
         assert_eq!(answer["id"], event.id.as_str());
@@ -137,11 +137,11 @@ async fn an_unknown_event_name_is_published_under_its_own_name() {
         let (body, header) = keys::signed(&keys::signer(source), event, 7, Utc::now());
         let (status, _) = app.post(source, body, &[header]).await;
         assert_eq!(status, 200, "{source} {event}");
-        let published = app.published();
+        let published = app.published().await;
         let last = published.last().unwrap();
         assert_eq!((last.ty.as_str(), last.providerevent.as_str()), (event, event));
     }
-    assert_eq!(app.published().len(), 3);
+    assert_eq!(app.published().await.len(), 3);
 }
 
 #[tokio::test]
@@ -156,7 +156,7 @@ async fn the_same_webhook_twice_is_one_event() {
         assert_eq!((a["status"].as_str(), b["status"].as_str()), (Some("accepted"), Some("duplicate")));
         assert_eq!(a["id"], b["id"]);
     }
-    assert_eq!(app.published().len(), 3);
+    assert_eq!(app.published().await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +176,7 @@ async fn concurrent_duplicates_are_one_event() {
         accepted += usize::from(answer["status"] == "accepted");
     }
     assert_eq!(accepted, 1);
-    assert_eq!(app.published().len(), 1);
+    assert_eq!(app.published().await.len(), 1);
 }
 
 #[tokio::test]
@@ -185,7 +185,7 @@ async fn redact_fields_removes_bodies_before_publishing() {
     let (body, header) = keys::signed(&keys::signer("mailpace"), "email.delivered", 1, Utc::now());
     let (status, _) = app.post("mailpace-private", body, &[header]).await;
     assert_eq!(status, 200);
-    let event = checked(&app.published()[0]);
+    let event = checked(&app.published().await[0]);
     let payload = &event["data"]["original"]["payload"];
     assert!(payload.get("htmlbody").is_none() && payload.get("textbody").is_none(), "{payload}");
     assert_eq!(payload["subject"], "Invoice #1", "other fields stay");

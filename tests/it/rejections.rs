@@ -49,7 +49,7 @@ async fn bad_signatures_are_401_and_nothing_is_published() {
         };
         expect(&app, source, body.clone(), &[(name, garbage)], 401, "malformed_signature").await;
     }
-    assert!(app.published().is_empty(), "nothing published");
+    assert!(app.published().await.is_empty(), "nothing published");
 }
 
 #[tokio::test]
@@ -58,7 +58,7 @@ async fn a_mailpace_signature_must_be_strict_base64_of_64_bytes() {
     let (body, (name, _)) = keys::signed(&keys::signer("mailpace"), "email.queued", 1, Utc::now());
     expect(&app, "mailpace", body.clone(), &[(name, STANDARD.encode([0u8; 63]))], 401, "malformed_signature").await;
     expect(&app, "mailpace", body, &[(name, STANDARD.encode([0u8; 64]))], 401, "invalid_signature").await;
-    assert!(app.published().is_empty());
+    assert!(app.published().await.is_empty());
 }
 
 #[tokio::test]
@@ -71,7 +71,7 @@ async fn a_stale_timestamp_is_401() {
     }
     let (body, header) = keys::signed(&signer, "message.created", 1, Utc::now() - Duration::minutes(4));
     assert_eq!(app.post("whippy-timestamped", body, &[header]).await.0, 200, "inside the tolerance");
-    assert_eq!(app.published().len(), 1);
+    assert_eq!(app.published().await.len(), 1);
 }
 
 #[tokio::test]
@@ -89,7 +89,7 @@ async fn bad_payloads_under_valid_signatures_are_400() {
             expect(&app, source, body, &[header], 400, code).await;
         }
     }
-    assert!(app.published().is_empty());
+    assert!(app.published().await.is_empty());
 }
 
 #[tokio::test]
@@ -104,7 +104,7 @@ async fn oversize_bodies_are_413_and_unknown_sources_404() {
 
     let (body, header) = keys::signed(&signer, "email.sent", 2, Utc::now());
     expect(&app, "no-such-source", body, &[header], 404, "unknown_source").await;
-    assert!(app.published().is_empty());
+    assert!(app.published().await.is_empty());
 }
 
 #[tokio::test]

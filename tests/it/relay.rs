@@ -220,7 +220,7 @@ async fn replay_since_a_time_delivers_exactly_the_window() {
     let (status, started) =
         app.admin(Method::POST, "/admin/subscribers/replayed/replay", Some(json!({ "since": since }))).await;
     assert_eq!(status, 200, "{started}");
-    assert_eq!(started["total"], 2);
+    assert!(started["total"] == 2 || started["total"].is_null(), "an estimate where the bus can tell: {started}");
     let id = started["id"].as_str().unwrap().to_owned();
     let deadline = tokio::time::Instant::now() + WAIT;
     let progress = loop {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use hookbridge_bus::embedded::{EmbeddedOptions, Retention};
+use hookbridge_bus::nats::{NatsAuth, NatsOptions, NatsTls, Storage};
 use hookbridge_providers::whippy::{self, Scheme};
 use hookbridge_providers::{HmacSecret, Provider, Redactor, SourceMeta, Verifier, mailpace, mailpipe};
 use hookbridge_relay::circuit::CircuitSettings;
@@ -67,6 +68,8 @@ pub struct BusSettings {
     pub backend: Backend,
     pub topic_prefix: String,
     pub embedded: EmbeddedOptions,
+    /// Set when `backend = "nats"`.
+    pub nats: Option<NatsOptions>,
 }
 
 #[derive(Debug)]
@@ -186,12 +189,36 @@ impl Config {
         if let Err(e) = hookbridge_event::topic::validate_prefix(&raw.bus.topic_prefix) {
             problem("bus.topic_prefix".into(), e.to_string());
         }
-        if raw.bus.backend != Backend::Embedded {
+        if raw.bus.backend == Backend::Kafka {
             problem(
                 "bus.backend".into(),
-                format!("the `{}` backend is not available in this version; use `embedded`", raw.bus.backend.as_str()),
+                "the `kafka` backend is not available in this version; use `embedded` or `nats`".into(),
             );
         }
+        let nats = if raw.bus.backend == Backend::Nats {
+            match build_nats(&raw.bus.nats, &raw.bus.topic_prefix) {
+                Ok(options) => {
+                    for (i, s) in raw.relay.subscribers.iter().enumerate() {
+                        if s.timeout >= options.ack_wait {
+                            problem(
+                                format!("relay.subscribers[{i}].timeout"),
+                                format!(
+                                    "must be shorter than bus.nats.ack_wait ({:?}), or JetStream redelivers deliveries still in flight",
+                                    options.ack_wait
+                                ),
+                            );
+                        }
+                    }
+                    Some(options)
+                }
+                Err(errs) => {
+                    errs.into_iter().for_each(|(p, m)| problem(p, m));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         if raw.bus.embedded.path.as_os_str().is_empty() {
             problem("bus.embedded.path".into(), "must name a directory".into());
         }
@@ -285,6 +312,7 @@ impl Config {
                     },
                     maintenance_interval: embedded.maintenance_interval,
                 },
+                nats,
             },
             ingress: IngressSettings {
                 listen: raw.ingress.listen,
@@ -495,6 +523,89 @@ fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
         }),
         _ => Err(problems),
     }
+}
+
+fn build_nats(raw: &raw::NatsConfig, prefix: &str) -> Result<NatsOptions, Problems> {
+    let mut problems: Problems = Vec::new();
+    let urls: Vec<String> = raw.url.as_slice().to_vec();
+    if urls.is_empty() {
+        problems.push(("bus.nats.url".into(), "give at least one server URL, e.g. nats://127.0.0.1:4222".into()));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        if !["nats://", "tls://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)) && url.contains("://") {
+            problems.push((format!("bus.nats.url[{i}]"), format!("`{url}` is not a nats://, tls:// or ws:// URL")));
+        }
+    }
+    if raw.stream.is_empty() || raw.stream.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+        problems.push(("bus.nats.stream".into(), "use letters, digits, - and _".into()));
+    }
+    let mut resolve = |path: &str, secret: &Option<SecretRef>| -> Option<SecretString> {
+        secret.as_ref().and_then(|s| match s.resolve() {
+            Ok(v) => Some(SecretString::from(v)),
+            Err(e) => {
+                problems.push((path.into(), e));
+                None
+            }
+        })
+    };
+    let token = resolve("bus.nats.token", &raw.token);
+    let password = resolve("bus.nats.password", &raw.password);
+    let seed = resolve("bus.nats.nkey_seed", &raw.nkey_seed);
+    let methods = [raw.token.is_some(), raw.user.is_some(), raw.nkey_seed.is_some(), raw.creds_file.is_some()];
+    if methods.iter().filter(|m| **m).count() > 1 {
+        problems.push(("bus.nats".into(), "choose one of token, user/password, nkey_seed and creds_file".into()));
+    }
+    if raw.user.is_some() != raw.password.is_some() {
+        problems.push(("bus.nats.password".into(), "user and password go together".into()));
+    }
+    let auth = match (token, raw.user.clone().zip(password), seed, raw.creds_file.clone()) {
+        (Some(token), ..) => NatsAuth::Token(token),
+        (_, Some((user, password)), ..) => NatsAuth::UserPassword(user, password),
+        (_, _, Some(seed), _) => NatsAuth::NKey(seed),
+        (_, _, _, Some(path)) => NatsAuth::CredsFile(path),
+        _ => NatsAuth::None,
+    };
+    let tls = raw.tls.as_ref().map(|t| {
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            problems.push(("bus.nats.tls.key_file".into(), "cert_file and key_file go together".into()));
+        }
+        NatsTls {
+            ca_file: t.ca_file.clone(),
+            client_cert: t.cert_file.clone().zip(t.key_file.clone()),
+            required: t.required,
+        }
+    });
+    let storage = match raw.storage.as_str() {
+        "file" => Storage::File,
+        "memory" => Storage::Memory,
+        other => {
+            problems.push(("bus.nats.storage".into(), format!("`{other}` is not file or memory")));
+            Storage::File
+        }
+    };
+    if raw.replicas == 0 || raw.replicas > 5 {
+        problems.push(("bus.nats.replicas".into(), "must be 1 to 5".into()));
+    }
+    if raw.ack_wait < std::time::Duration::from_secs(1) {
+        problems.push(("bus.nats.ack_wait".into(), "must be at least 1s".into()));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(NatsOptions {
+        urls,
+        stream: raw.stream.clone(),
+        topic_prefix: prefix.to_owned(),
+        auth,
+        tls,
+        manage_stream: raw.manage_stream,
+        storage,
+        replicas: raw.replicas,
+        max_age: raw.max_age,
+        max_bytes: raw.max_bytes,
+        duplicate_window: raw.duplicate_window,
+        ack_wait: raw.ack_wait,
+    })
 }
 
 fn build_subscriber(

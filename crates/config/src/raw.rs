@@ -69,12 +69,77 @@ pub struct BusConfig {
     /// Topics are `<topic_prefix>.<event type>`.
     pub topic_prefix: String,
     pub embedded: EmbeddedConfig,
+    pub nats: NatsConfig,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { backend: Backend::Embedded, topic_prefix: "hookbridge".into(), embedded: EmbeddedConfig::default() }
+        Self {
+            backend: Backend::Embedded,
+            topic_prefix: "hookbridge".into(),
+            embedded: EmbeddedConfig::default(),
+            nats: NatsConfig::default(),
+        }
     }
+}
+
+/// `[bus.nats]`: NATS JetStream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// One server URL or several (a cluster).
+    pub url: OneOrMany<String>,
+    pub stream: String,
+    /// Create or update the streams at start.
+    pub manage_stream: bool,
+    pub token: Option<SecretRef>,
+    pub user: Option<String>,
+    pub password: Option<SecretRef>,
+    pub nkey_seed: Option<SecretRef>,
+    pub creds_file: Option<PathBuf>,
+    pub tls: Option<NatsTlsConfig>,
+    /// `file` or `memory`.
+    pub storage: String,
+    pub replicas: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<i64>,
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: OneOrMany::One("nats://127.0.0.1:4222".into()),
+            stream: "HOOKBRIDGE".into(),
+            manage_stream: true,
+            token: None,
+            user: None,
+            password: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls: None,
+            storage: "file".into(),
+            replicas: 1,
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_bytes: None,
+            duplicate_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsTlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Require TLS even for `nats://` URLs.
+    pub required: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,8 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hookbridge_bus::Publisher;
+use hookbridge_bus::conformance::NatsServer;
 use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+use hookbridge_bus::nats::{NatsBus, NatsOptions};
+use hookbridge_bus::{Bus, Publisher};
 use hookbridge_config::Config;
 use hookbridge_event::Event;
 use hookbridge_ingress::{Health, Ingress};
@@ -98,6 +100,42 @@ listen = "127.0.0.1:0"
     )
 }
 
+/// The bus a test app runs on: embedded, or NATS with a server of its own
+/// when `HB_TEST_BACKEND=nats`.
+#[derive(Debug)]
+pub enum TestBus {
+    Embedded(EmbeddedBus),
+    Nats(NatsBus, NatsServer),
+}
+
+impl TestBus {
+    /// The backend the environment asks for, in `dir`.
+    pub async fn from_env(dir: &std::path::Path) -> Self {
+        if std::env::var("HB_TEST_BACKEND").is_ok_and(|b| b == "nats") {
+            let server = NatsServer::start();
+            let bus = NatsBus::open(NatsOptions::new(vec![server.url()], "hookbridge")).await.expect("NATS bus opens");
+            Self::Nats(bus, server)
+        } else {
+            Self::Embedded(EmbeddedBus::open(EmbeddedOptions::new(dir.join("bus"))).expect("bus opens"))
+        }
+    }
+
+    pub fn bus(&self) -> Arc<dyn Bus> {
+        match self {
+            Self::Embedded(bus) => Arc::new(bus.clone()),
+            Self::Nats(bus, _) => Arc::new(bus.clone()),
+        }
+    }
+
+    /// Every event the bus holds.
+    pub async fn read_all(&self) -> Vec<Event> {
+        match self {
+            Self::Embedded(bus) => bus.read_all().expect("bus readable"),
+            Self::Nats(bus, _) => bus.read_all().await.expect("NATS readable"),
+        }
+    }
+}
+
 /// Token of the admin API in test apps.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -107,7 +145,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub struct TestApp {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub bus: EmbeddedBus,
+    pub bus: TestBus,
     pub client: reqwest::Client,
     pub relay: Option<Arc<hookbridge_relay::Relay>>,
     shutdown: CancellationToken,
@@ -116,26 +154,25 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Starts the ingress with [`config_toml`] publishing to the embedded bus.
+    /// Starts the ingress with [`config_toml`] on the environment's bus.
     pub async fn spawn() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let bus = EmbeddedBus::open(EmbeddedOptions::new(dir.path().join("bus"))).expect("bus opens");
-        Self::spawn_with(dir, bus.clone(), Arc::new(bus)).await
+        Self::spawn_relay("").await
     }
 
     /// Starts ingress, relay and admin API with these `[[relay.subscribers]]`.
     pub async fn spawn_relay(subscribers: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let bus = EmbeddedBus::open(EmbeddedOptions::new(dir.path().join("bus"))).expect("bus opens");
-        Self::spawn_config(dir, bus.clone(), Arc::new(bus), subscribers).await
+        let bus = TestBus::from_env(dir.path()).await;
+        let publisher: Arc<dyn Publisher> = bus.bus();
+        Self::spawn_config(dir, bus, publisher, subscribers).await
     }
 
     /// Starts the ingress publishing to `publisher` (for fault tests).
     pub async fn spawn_with(dir: TempDir, bus: EmbeddedBus, publisher: Arc<dyn Publisher>) -> Self {
-        Self::spawn_config(dir, bus, publisher, "").await
+        Self::spawn_config(dir, TestBus::Embedded(bus), publisher, "").await
     }
 
-    async fn spawn_config(dir: TempDir, bus: EmbeddedBus, publisher: Arc<dyn Publisher>, subscribers: &str) -> Self {
+    async fn spawn_config(dir: TempDir, bus: TestBus, publisher: Arc<dyn Publisher>, subscribers: &str) -> Self {
         let text = format!("{}token = \"{ADMIN_TOKEN}\"\n{subscribers}", config_toml(&dir.path().join("bus")));
         let config = Config::from_toml(&text).expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -150,14 +187,10 @@ impl TestApp {
         let relay = if config.relay.subscribers.is_empty() {
             None
         } else {
-            let relay = hookbridge_relay::Relay::start(
-                Arc::new(bus.clone()),
-                config.relay.clone(),
-                shutdown.clone(),
-                &relay_registry,
-            )
-            .await
-            .expect("relay starts");
+            let relay =
+                hookbridge_relay::Relay::start(bus.bus(), config.relay.clone(), shutdown.clone(), &relay_registry)
+                    .await
+                    .expect("relay starts");
             admin_router =
                 admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
             Some(relay)
@@ -205,8 +238,8 @@ impl TestApp {
     }
 
     /// Every event the bus holds, each checked against the schema.
-    pub fn published(&self) -> Vec<Event> {
-        let events = self.bus.read_all().expect("bus readable");
+    pub async fn published(&self) -> Vec<Event> {
+        let events = self.bus.read_all().await;
         events.iter().for_each(|e| {
             checked(e);
         });

@@ -236,6 +236,28 @@ impl NatsBus {
         Ok(Self { inner: Arc::new(Inner { client, js, options, dlq, state, multi_filter }) })
     }
 
+    /// Every event the stream holds, oldest first: for tests and tools, not
+    /// a hot path.
+    ///
+    /// # Errors
+    /// When NATS cannot be read.
+    pub async fn read_all(&self) -> Result<Vec<Event>> {
+        let mut stream = self.stream(&self.inner.options.stream).await?;
+        let state = stream.info().await.map_err(unavailable)?.state.clone();
+        let mut events = Vec::new();
+        if state.messages == 0 {
+            return Ok(events);
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(seq).await
+                && let Ok(event) = Event::from_json(&message.payload)
+            {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
     pub(crate) fn topic(&self, ty: &str) -> TopicName {
         TopicName::new(&self.inner.options.topic_prefix, ty)
     }
