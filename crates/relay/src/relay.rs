@@ -28,6 +28,16 @@ pub struct Disabled {
     pub since: DateTime<Utc>,
 }
 
+impl Subscriber {
+    fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions {
+            group: self.group.clone(),
+            patterns: self.settings.events.clone(),
+            start: StartFrom::Committed { if_new: NewGroup::Latest },
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Subscriber {
     pub(crate) settings: SubscriberSettings,
@@ -114,8 +124,18 @@ impl Relay {
             tracker: TaskTracker::new(),
             metrics,
         });
+        // Subscribe before returning: every event published after start()
+        // returns reaches every subscriber (a new group starts at the latest
+        // event). A bus that is down now is retried by the worker.
         for subscriber in relay.subscribers.values() {
-            relay.tracker.spawn(relay.clone().work(subscriber.clone()));
+            let consumer = match relay.bus.subscribe(subscriber.subscribe_options()).await {
+                Ok(consumer) => Some(consumer),
+                Err(error) => {
+                    tracing::warn!(subscriber = %subscriber.settings.name, %error, "cannot subscribe yet; retrying");
+                    None
+                }
+            };
+            relay.tracker.spawn(relay.clone().work(subscriber.clone(), consumer));
         }
         relay.tracker.spawn(relay.clone().refresh_status());
         tracing::info!(subscribers = relay.subscribers.len(), "relay started");
@@ -172,23 +192,21 @@ impl Relay {
 
     /// One subscriber's loop: pull an event when the circuit and the
     /// in-flight limit allow, and deliver it in its own task.
-    async fn work(self: Arc<Self>, sub: Arc<Subscriber>) {
-        let options = SubscribeOptions {
-            group: sub.group.clone(),
-            patterns: sub.settings.events.clone(),
-            start: StartFrom::Committed { if_new: NewGroup::Latest },
-        };
-        let mut consumer = loop {
-            match self.bus.subscribe(options.clone()).await {
-                Ok(consumer) => break consumer,
-                Err(error) => {
-                    tracing::warn!(subscriber = %sub.settings.name, %error, "cannot subscribe; retrying");
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+    async fn work(self: Arc<Self>, sub: Arc<Subscriber>, consumer: Option<Box<dyn hookbridge_bus::Consumer>>) {
+        let mut consumer = match consumer {
+            Some(consumer) => consumer,
+            None => loop {
+                match self.bus.subscribe(sub.subscribe_options()).await {
+                    Ok(consumer) => break consumer,
+                    Err(error) => {
+                        tracing::warn!(subscriber = %sub.settings.name, %error, "cannot subscribe; retrying");
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
                     }
                 }
-            }
+            },
         };
         let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
         let mut disabled = sub.disabled.subscribe();
