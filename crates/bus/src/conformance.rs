@@ -283,14 +283,21 @@ pub async fn earliest_and_latest(store: &dyn Store) {
 pub async fn concurrent_consumers_share_a_group(store: &dyn Store) {
     let bus = store.open().await;
     let events: Vec<_> = (0..200).map(|_| event("email.delivered")).collect();
+    let received = Arc::new(AtomicU64::new(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut tasks = Vec::new();
     for _ in 0..2 {
         let mut consumer = bus.subscribe(options("shared", &["*"], FROM_START)).await.unwrap();
+        let (received, total) = (received.clone(), events.len() as u64);
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
-                got.push(d.event.id.clone());
-                d.ack().await.unwrap();
+            // Until the two consumers together hold every event.
+            while received.load(Ordering::SeqCst) < total && tokio::time::Instant::now() < deadline {
+                if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(50), consumer.next()).await {
+                    got.push(d.event.id.clone());
+                    d.ack().await.unwrap();
+                    received.fetch_add(1, Ordering::SeqCst);
+                }
             }
             got
         }));
