@@ -4,6 +4,7 @@
 mod binary;
 mod docs;
 mod matrix;
+mod nats;
 mod observability;
 mod rejections;
 mod relay;

@@ -16,7 +16,10 @@ pub(crate) struct NatsConsumer {
     bus: NatsBus,
     group: String,
     patterns: Vec<EventPattern>,
-    messages: jetstream::consumer::pull::Stream,
+    consumer: jetstream::consumer::PullConsumer,
+    /// `None` after the stream ended (e.g. the server went away): made anew
+    /// on the next call.
+    messages: Option<jetstream::consumer::pull::Stream>,
 }
 
 impl std::fmt::Debug for NatsConsumer {
@@ -32,7 +35,13 @@ impl NatsConsumer {
         options: &SubscribeOptions,
     ) -> Result<Self> {
         let messages = consumer.messages().await.map_err(unavailable)?;
-        Ok(Self { bus, group: options.group.clone(), patterns: options.patterns.clone(), messages })
+        Ok(Self {
+            bus,
+            group: options.group.clone(),
+            patterns: options.patterns.clone(),
+            consumer,
+            messages: Some(messages),
+        })
     }
 }
 
@@ -40,7 +49,18 @@ impl NatsConsumer {
 impl Consumer for NatsConsumer {
     async fn next(&mut self) -> Result<Delivery> {
         loop {
-            let message = self.messages.next().await.ok_or(Error::Closed)?.map_err(unavailable)?;
+            if self.messages.is_none() {
+                self.messages = Some(self.consumer.messages().await.map_err(unavailable)?);
+            }
+            let next = self.messages.as_mut().expect("just made").next().await;
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => return Err(unavailable(error)),
+                None => {
+                    self.messages = None;
+                    return Err(Error::Unavailable("the JetStream consumer stream ended; reopening".into()));
+                }
+            };
             let (attempt, published) = match message.info() {
                 Ok(info) => (u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1), info.published),
                 Err(_) => (1, Utc::now()),
