@@ -51,6 +51,9 @@ struct Args {
     /// Run only the scenarios whose name contains this text (e.g. `MailPace`).
     #[arg(long)]
     only: Option<String>,
+    /// The bus: `embedded`, or `nats` (a nats-server is started on a free port).
+    #[arg(long, default_value = "embedded")]
+    backend: String,
     /// Benchmark the relay instead of the ingress, with this many events.
     #[arg(long)]
     relay: Option<usize>,
@@ -77,7 +80,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 const CEILING_HTTP: &str = "ceiling: axum, body only";
-const CEILING_BUS: &str = "ceiling: embedded bus publish";
+const CEILING_BUS: &str = "ceiling: bus publish";
 
 /// Requests needed for a scenario at up to `max_rate` req/s.
 fn budget(args: &Args, max_rate: u64) -> usize {
@@ -85,9 +88,23 @@ fn budget(args: &Args, max_rate: u64) -> usize {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let nats = (args.backend == "nats").then(hookbridge_bus::conformance::NatsServer::start);
     if let Some(events) = args.relay {
-        println!("hookbridge relay benchmark: {events} events, {} in flight, loopback", args.connections);
-        let reports = relay::run(events, args.connections).await?;
+        println!(
+            "hookbridge relay benchmark ({}): {events} events, {} in flight, loopback",
+            args.backend, args.connections
+        );
+        let bus: Arc<dyn hookbridge_bus::Bus> = match &nats {
+            Some(server) => Arc::new(
+                hookbridge_bus::nats::NatsBus::open(hookbridge_bus::nats::NatsOptions::new(
+                    vec![server.url()],
+                    "hookbridge",
+                ))
+                .await?,
+            ),
+            None => Arc::new(EmbeddedBus::open(EmbeddedOptions::new(tempfile::tempdir()?.keep()))?),
+        };
+        let reports = relay::run(bus, events, args.connections).await?;
         println!();
         println!("{:<34} {:>10} {:>9} {:>9} {:>9}", "scenario", "events/s", "p50 ms", "p99 ms", "max ms");
         let ms = |v: f64| if v.is_nan() { "-".to_owned() } else { format!("{v:.2}") };
@@ -100,7 +117,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("{} not found: run `cargo build --release` first", args.hookbridge.display());
     }
     println!(
-        "hookbridge ingress benchmark: {} connections, {:?} warm-up, {:?} measured, loopback, {} CPUs",
+        "hookbridge ingress benchmark ({}): {} connections, {:?} warm-up, {:?} measured, loopback, {} CPUs",
+        args.backend,
         args.connections,
         args.warmup,
         args.duration,
@@ -121,7 +139,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Ceiling 2: the embedded bus's own publish rate with the same concurrency.
     if wanted(CEILING_BUS) {
-        reports.push(bus_ceiling(&mailpace, &args).await?);
+        let bus: Arc<dyn Publisher> = match &nats {
+            Some(server) => Arc::new(
+                hookbridge_bus::nats::NatsBus::open(hookbridge_bus::nats::NatsOptions::new(
+                    vec![server.url()],
+                    "ceiling",
+                ))
+                .await?,
+            ),
+            None => Arc::new(EmbeddedBus::open(EmbeddedOptions::new(tempfile::tempdir()?.keep()))?),
+        };
+        reports.push(bus_ceiling(bus, &mailpace, &args).await?);
     }
 
     // hookbridge itself, one fresh bus per scenario.
@@ -131,7 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let mut server = Server::hookbridge(&args.hookbridge, dir.path())?;
+        let mut server = Server::hookbridge(&args.hookbridge, dir.path(), nats.as_ref().map(|n| n.url()))?;
         reports.push(load::run(name, server.addr, requests, false, &args).await?);
         server.stop();
     }
@@ -174,9 +202,7 @@ fn signed_requests(source: &'static str, event: &'static str, count: usize) -> A
 }
 
 /// The same MailPace events, published straight onto the bus.
-async fn bus_ceiling(requests: &[Request], args: &Args) -> anyhow::Result<Report> {
-    let dir = tempfile::tempdir()?;
-    let bus = Arc::new(EmbeddedBus::open(EmbeddedOptions::new(dir.path()))?);
+async fn bus_ceiling(bus: Arc<dyn Publisher>, requests: &[Request], args: &Args) -> anyhow::Result<Report> {
     let meta = hookbridge_providers::SourceMeta {
         event_source: "urn:hookbridge:source:bench".into(),
         redactor: hookbridge_providers::Redactor::default(),
@@ -227,7 +253,7 @@ async fn bus_ceiling(requests: &[Request], args: &Args) -> anyhow::Result<Report
         errors += e;
     }
     let measured = (Instant::now().min(deadline) - measure_from).as_secs_f64();
-    Ok(Report::new(CEILING_BUS, &merged, errors, measured))
+    Ok(Report::new(&format!("{CEILING_BUS} ({})", bus.backend()), &merged, errors, measured))
 }
 
 /// A server process under test, killed on drop.
@@ -248,9 +274,19 @@ impl Server {
         Ok(Self { child, addr: line.trim().parse().context("ceiling server address")? })
     }
 
-    fn hookbridge(binary: &PathBuf, dir: &std::path::Path) -> anyhow::Result<Self> {
+    fn hookbridge(binary: &PathBuf, dir: &std::path::Path, nats: Option<String>) -> anyhow::Result<Self> {
         let config = dir.join("hookbridge.toml");
-        std::fs::write(&config, hookbridge_testkit::config_toml(&dir.join("bus")))?;
+        let mut text = hookbridge_testkit::config_toml(&dir.join("bus"));
+        if let Some(url) = nats {
+            // A fresh stream per scenario: the ids of one run are new to it.
+            // A fresh stream and prefix per scenario: streams may not share subjects.
+            let n = rand_suffix();
+            let stream = format!("BENCH{n}");
+            text = text.replace("backend = \"embedded\"", "backend = \"nats\"");
+            text = text.replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"bench{n}\""));
+            text.push_str(&format!("[bus.nats]\nurl = \"{url}\"\nstream = \"{stream}\"\n"));
+        }
+        std::fs::write(&config, text)?;
         let mut child = Command::new(binary)
             .args(["run", "--config"])
             .arg(&config)
@@ -265,7 +301,11 @@ impl Server {
                 if line.contains("hookbridge listening") {
                     let addr = line.split_whitespace().find_map(|f| f.strip_prefix("webhooks=")).map(str::to_owned);
                     let _ = tx.send(addr);
-                } else if line.contains("ERROR") || line.contains("WARN") {
+                } else if line.contains("ERROR")
+                    || line.contains("WARN")
+                    || line.starts_with("error")
+                    || line.starts_with("  -")
+                {
                     eprintln!("hookbridge: {line}");
                 }
             }
@@ -388,4 +428,9 @@ fn hookbridge_providers_headers(name: &'static str, value: &str) -> axum::http::
     let mut headers = axum::http::HeaderMap::new();
     headers.insert(name, value.parse().expect("header value"));
     headers
+}
+
+fn rand_suffix() -> u16 {
+    static N: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

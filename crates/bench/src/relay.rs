@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
-use hookbridge_bus::{Bus, Publisher};
+use hookbridge_bus::Bus;
 use hookbridge_event::EventPattern;
 use hookbridge_relay::circuit::CircuitSettings;
 use hookbridge_relay::policy::{DEFAULT_RETRY_ON, RetryPolicy};
@@ -97,10 +96,8 @@ fn subscriber(sink: &Sink, in_flight: usize) -> SubscriberSettings {
     }
 }
 
-pub async fn run(events: usize, in_flight: usize) -> anyhow::Result<Vec<Report>> {
+pub async fn run(bus: Arc<dyn Bus>, events: usize, in_flight: usize) -> anyhow::Result<Vec<Report>> {
     let sink = Sink::start()?;
-    let dir = tempfile::tempdir()?;
-    let bus = Arc::new(EmbeddedBus::open(EmbeddedOptions::new(dir.path()))?);
     let settings = subscriber(&sink, in_flight);
     let mut reports = Vec::new();
 
