@@ -132,10 +132,12 @@ fn check_reports_every_problem_and_fails() {
 }
 
 #[test]
-fn the_example_config_is_valid() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hookbridge.toml");
-    let out = Command::new(BIN).args(["check", "--config"]).arg(example).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+fn the_example_configs_are_valid() {
+    for example in ["examples/hookbridge.toml", "examples/hookbridge-nats.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
+        let out = Command::new(BIN).args(["check", "--config"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

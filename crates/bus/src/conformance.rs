@@ -18,6 +18,20 @@ use crate::{Bus, Consumer, Delivery, Failure, NewGroup, PublishOutcome, StartFro
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn open(&self) -> Arc<dyn Bus>;
+
+    /// Opens it with events expiring after `max_age` (applied within a
+    /// second or so); `None` when the backend cannot be configured so.
+    async fn open_with_max_age(&self, _max_age: Duration) -> Option<Arc<dyn Bus>> {
+        None
+    }
+
+    /// Stops the broker (`false`: there is none, e.g. the embedded bus).
+    fn stop_broker(&mut self) -> bool {
+        false
+    }
+
+    /// Starts the broker again on the same address and storage.
+    fn resume_broker(&mut self) {}
 }
 
 /// Generates one `#[tokio::test]` per conformance case, each with a fresh
@@ -40,7 +54,9 @@ macro_rules! conformance_tests {
             group_status_counts_outstanding_work,
             state_is_shared_and_durable,
             count_between_counts_a_window,
+            retention_by_age,
         );
+        $crate::conformance_tests!(@mut_cases $store; a_broker_outage_loses_nothing_acknowledged);
     };
     (@cases $store:expr; $($case:ident),* $(,)?) => {
         $(
@@ -48,6 +64,15 @@ macro_rules! conformance_tests {
             async fn $case() {
                 let store = $store;
                 $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+    (@mut_cases $store:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let mut store = $store;
+                $crate::conformance::$case(&mut store).await;
             }
         )*
     };
@@ -401,6 +426,68 @@ pub async fn count_between_counts_a_window(store: &dyn Store) {
     let patterns = [EventPattern::parse("email.*").unwrap()];
     if let Some(count) = bus.count_between(&patterns, since, Utc::now()).await.unwrap() {
         assert_eq!(count, 2);
+    }
+}
+
+pub async fn retention_by_age(store: &dyn Store) {
+    let Some(bus) = store.open_with_max_age(Duration::from_secs(1)).await else {
+        eprintln!("skipped: this backend's retention is not configurable in tests");
+        return;
+    };
+    let old = event("email.queued");
+    publish(&bus, std::slice::from_ref(&old)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fresh = event("email.queued");
+    publish(&bus, std::slice::from_ref(&fresh)).await;
+    // Expiry runs in the background: wait for it with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut group = 0;
+    loop {
+        group += 1;
+        let mut consumer =
+            bus.subscribe(options(&format!("retention{group}"), &["*"], StartFrom::Earliest)).await.unwrap();
+        let first = next(&mut consumer).await;
+        let first_id = first.event.id.clone();
+        first.ack().await.unwrap();
+        if first_id == fresh.id {
+            break;
+        }
+        assert_eq!(first_id, old.id);
+        assert!(Instant::now() < deadline, "the old event was not expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn a_broker_outage_loses_nothing_acknowledged(store: &mut dyn Store) {
+    let bus = store.open().await;
+    let before = event("email.sent");
+    publish(&bus, std::slice::from_ref(&before)).await;
+    if !store.stop_broker() {
+        eprintln!("skipped: this backend has no broker to lose");
+        return;
+    }
+    // While the broker is away nothing is acknowledged: an error or no answer.
+    let during = event("email.sent");
+    let outcome = tokio::time::timeout(Duration::from_secs(3), bus.publish(&during)).await;
+    assert!(!matches!(outcome, Ok(Ok(_))), "a publish was acknowledged with the broker down: {outcome:?}");
+    assert!(bus.check_ready().await.is_err(), "ready with the broker down");
+    store.resume_broker();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = event("email.sent");
+    loop {
+        if let Ok(Ok(outcome)) = tokio::time::timeout(Duration::from_secs(2), bus.publish(&after)).await {
+            assert_eq!(outcome, PublishOutcome::Published);
+            break;
+        }
+        assert!(Instant::now() < deadline, "publishing did not recover after the broker came back");
+    }
+    assert!(bus.check_ready().await.is_ok());
+    let mut consumer = bus.subscribe(options("outage", &["*"], FROM_START)).await.unwrap();
+    let mut ids = HashSet::new();
+    while !(ids.contains(&before.id) && ids.contains(&after.id)) {
+        let d = next(&mut consumer).await;
+        ids.insert(d.event.id.clone());
+        d.ack().await.unwrap();
     }
 }
 

@@ -586,6 +586,12 @@ fn build_nats(raw: &raw::NatsConfig, prefix: &str) -> Result<NatsOptions, Proble
     if raw.replicas == 0 || raw.replicas > 5 {
         problems.push(("bus.nats.replicas".into(), "must be 1 to 5".into()));
     }
+    if raw.max_age.is_some_and(|age| raw.duplicate_window > age) {
+        problems.push((
+            "bus.nats.duplicate_window".into(),
+            "must not be longer than bus.nats.max_age (JetStream refuses it)".into(),
+        ));
+    }
     if raw.ack_wait < std::time::Duration::from_secs(1) {
         problems.push(("bus.nats.ack_wait".into(), "must be at least 1s".into()));
     }

@@ -7,6 +7,7 @@ use ed25519_dalek::SigningKey;
 use figment::Jail;
 
 use super::*;
+use hookbridge_bus::nats::NatsAuth;
 
 fn public_key() -> String {
     STANDARD.encode(SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes())
@@ -229,6 +230,59 @@ token = "short"
             assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
         }
         assert!(!err.to_string().contains("plain\""), "secret values are not echoed: {err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_nats_bus_is_configured_and_checked() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_MAILPIPE_SECRET", "x");
+        jail.set_env("TEST_NATS_TOKEN", "nats-secret-token");
+        let text = example().replace("backend = \"embedded\"", "backend = \"nats\"")
+            + "[bus.nats]\nurl = [\"nats://a:4222\", \"nats://b:4222\"]\nstream = \"EVENTS\"\ntoken = \"env:TEST_NATS_TOKEN\"\nstorage = \"memory\"\nreplicas = 3\nduplicate_window = \"5m\"\n";
+        let config = Config::from_toml(&text).map_err(|e| e.to_string())?;
+        let nats = config.bus.nats.as_ref().expect("nats options");
+        assert_eq!(nats.urls, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!((nats.stream.as_str(), nats.replicas, nats.topic_prefix.as_str()), ("EVENTS", 3, "acme"));
+        assert!(matches!(nats.auth, NatsAuth::Token(_)));
+        assert!(!format!("{config:?}").contains("nats-secret-token"));
+        Ok(())
+    });
+}
+
+#[test]
+fn nats_problems_are_reported_with_their_paths() {
+    Jail::expect_with(|_| {
+        let text = r#"
+[bus]
+backend = "nats"
+[bus.nats]
+url = "http://x"
+token = "t"
+user = "u"
+storage = "ssd"
+max_age = "1m"
+duplicate_window = "2m"
+tls = { cert_file = "/c.pem" }
+[[relay.subscribers]]
+name = "slow"
+url = "http://127.0.0.1:9/"
+events = ["*"]
+timeout = "90s"
+"#;
+        let err = Config::from_toml(text).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "bus.nats.url[0]",
+            "bus.nats",
+            "bus.nats.password",
+            "bus.nats.storage",
+            "bus.nats.duplicate_window",
+            "bus.nats.tls.key_file",
+        ] {
+            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+        }
         Ok(())
     });
 }

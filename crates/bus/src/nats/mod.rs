@@ -183,7 +183,8 @@ impl NatsBus {
             num_replicas: options.replicas,
             max_age: options.max_age.unwrap_or_default(),
             max_bytes: options.max_bytes.unwrap_or(-1),
-            duplicate_window: options.duplicate_window,
+            // JetStream refuses a duplicate window longer than the retention.
+            duplicate_window: options.max_age.map_or(options.duplicate_window, |age| options.duplicate_window.min(age)),
             ..Default::default()
         };
         let dead = stream::Config {
