@@ -121,14 +121,7 @@ impl Acker for NatsAcker {
         headers.insert(FAILURE_HEADER, serde_json::to_string(&failure).expect("failure serializes").as_str());
         let subject = format!("{}-dlq.{}", self.bus.inner.options.topic_prefix, safe_name(group));
         // Kept first, then acknowledged: a crash in between keeps it twice, never loses it.
-        self.bus
-            .inner
-            .js
-            .publish_with_headers(subject, headers, message.payload.clone())
-            .await
-            .map_err(unavailable)?
-            .await
-            .map_err(unavailable)?;
+        self.bus.inner.publish_acked(subject, headers, message.payload.clone()).await?;
         message.double_ack().await.map_err(unavailable)
     }
 }

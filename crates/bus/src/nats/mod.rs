@@ -264,6 +264,18 @@ impl NatsBus {
     }
 }
 
+impl Inner {
+    /// Publishes and waits for JetStream's acknowledgement.
+    pub(crate) async fn publish_acked(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<jetstream::publish::PublishAck> {
+        self.js.publish_with_headers(subject, headers, payload).await.map_err(unavailable)?.await.map_err(unavailable)
+    }
+}
+
 fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
     let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
     let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
@@ -280,14 +292,7 @@ impl Publisher for NatsBus {
     async fn publish(&self, event: &Event) -> Result<PublishOutcome> {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id(event).as_str());
-        let ack = self
-            .inner
-            .js
-            .publish_with_headers(self.topic(&event.ty).to_string(), headers, event.to_json().into())
-            .await
-            .map_err(unavailable)?
-            .await
-            .map_err(unavailable)?;
+        let ack = self.inner.publish_acked(self.topic(&event.ty).to_string(), headers, event.to_json().into()).await?;
         Ok(if ack.duplicate { PublishOutcome::Duplicate } else { PublishOutcome::Published })
     }
 
@@ -452,13 +457,7 @@ impl Bus for NatsBus {
             let mut headers = HeaderMap::new();
             headers.insert(GROUP_HEADER, group);
             let subject = self.topic(&event.ty).to_string();
-            self.inner
-                .js
-                .publish_with_headers(subject, headers, message.payload.clone())
-                .await
-                .map_err(unavailable)?
-                .await
-                .map_err(unavailable)?;
+            self.inner.publish_acked(subject, headers, message.payload.clone()).await?;
             stream.delete_message(seq).await.map_err(unavailable)?;
             count += 1;
         }
@@ -519,7 +518,7 @@ impl Bus for NatsBus {
         let subject = self.state_subject(key);
         match value {
             Some(value) => {
-                self.inner.js.publish(subject, value.into()).await.map_err(unavailable)?.await.map_err(unavailable)?;
+                self.inner.publish_acked(subject, HeaderMap::new(), value.into()).await?;
             }
             None => {
                 self.stream(&self.inner.state).await?.purge().filter(subject).await.map_err(unavailable)?;
