@@ -242,10 +242,10 @@ async fn replay_since_a_time_delivers_exactly_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_does_not_slow_a_fast_one() {
     let (slow, fast) = (Recorder::spawn().await, Recorder::spawn().await);
-    slow.answer(Reply { status: 200, retry_after: None, delay: Duration::from_secs(3) });
+    slow.answer(Reply { status: 200, retry_after: None, delay: Duration::from_secs(8) });
     let app = TestApp::spawn_relay(
         &[
-            subscriber("slow", &slow, r#"["*"]"#, "max_in_flight = 1\ntimeout = \"10s\""),
+            subscriber("slow", &slow, r#"["*"]"#, "max_in_flight = 1\ntimeout = \"20s\""),
             subscriber("fast", &fast, r#"["*"]"#, ""),
         ]
         .concat(),
@@ -256,7 +256,7 @@ async fn a_slow_subscriber_does_not_slow_a_fast_one() {
         app.send("mailpipe", "email.sent", n).await;
     }
     fast.wait_for(20, WAIT).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "fast waited {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(8), "fast waited {:?}", started.elapsed());
     assert_eq!(slow.requests().len(), 1, "the slow one is still on its first event");
 }
 
@@ -264,7 +264,7 @@ async fn a_slow_subscriber_does_not_slow_a_fast_one() {
 async fn the_circuit_opens_and_a_probe_closes_it() {
     let recorder = Recorder::spawn().await;
     recorder.answer(Reply::status(503));
-    let extra = "retry_schedule = [\"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"]\ncircuit_failure_threshold = 3\ncircuit_probe_interval = \"700ms\"\nmax_in_flight = 1";
+    let extra = "retry_schedule = [\"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"]\ncircuit_failure_threshold = 3\ncircuit_probe_interval = \"2s\"\nmax_in_flight = 1";
     let app = TestApp::spawn_relay(&format!(
         "[[relay.subscribers]]\nname = \"flaky\"\nurl = \"{}\"\nevents = [\"*\"]\n{extra}\n",
         recorder.url()
@@ -274,11 +274,11 @@ async fn the_circuit_opens_and_a_probe_closes_it() {
     recorder.wait_for(3, WAIT).await;
     wait_state(&app, "circuit_open").await;
     // Paused: no attempts until the probe interval has passed.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(recorder.requests().len(), 3, "no hammering while open");
     recorder.answer(Reply::status(200));
     let requests = recorder.wait_for(4, WAIT).await;
-    assert!(requests[3].at - requests[2].at >= Duration::from_millis(600), "the probe waited for its interval");
+    assert!(requests[3].at - requests[2].at >= Duration::from_millis(1800), "the probe waited for its interval");
     wait_state(&app, "healthy").await;
 }
 

@@ -227,16 +227,16 @@ pub async fn nack_redelivers_after_delay_without_blocking(store: &dyn Store) {
     let d = next(&mut consumer).await;
     assert_eq!(d.event.id, first.id);
     let nacked_at = Instant::now();
-    d.nack(Duration::from_millis(400)).await.unwrap();
+    d.nack(Duration::from_millis(1500)).await.unwrap();
     // The newer event is not held back by the pending retry.
     let d = next(&mut consumer).await;
     assert_eq!(d.event.id, second.id);
-    assert!(nacked_at.elapsed() < Duration::from_millis(400), "second event waited for the retry");
+    assert!(nacked_at.elapsed() < Duration::from_millis(1500), "second event waited for the retry");
     d.ack().await.unwrap();
     let d = next(&mut consumer).await;
     assert_eq!(d.event.id, first.id);
     assert_eq!(d.attempt, 2);
-    assert!(nacked_at.elapsed() >= Duration::from_millis(400), "redelivered before its delay");
+    assert!(nacked_at.elapsed() >= Duration::from_millis(1500), "redelivered before its delay");
     d.ack().await.unwrap();
     assert_quiet(&mut consumer, Duration::from_millis(200)).await;
 }
