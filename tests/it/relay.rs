@@ -341,3 +341,88 @@ async fn the_trace_continues_from_the_provider_through_the_bus_to_the_subscriber
     assert_eq!(trace_of(second.header("traceparent")), trace_of(&started));
     assert_valid_event(&second.json());
 }
+
+/// A TLS subscriber offering HTTP/2 and HTTP/1.1 (ALPN), with a certificate
+/// from a test CA; it records the protocol version of each request.
+async fn tls_subscriber() -> (String, Vec<u8>, std::sync::Arc<std::sync::Mutex<Vec<http::Version>>>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let cert = params.self_signed(&key).unwrap();
+    let pem = cert.pem().into_bytes();
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/hooks", listener.local_addr().unwrap().port());
+    let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = versions.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().unwrap().push(request.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, pem, versions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_subscribers_with_an_internal_ca_get_http2() {
+    let (url, pem, versions) = tls_subscriber().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let app = TestApp::spawn_relay(&format!(
+        "[[relay.subscribers]]\nname = \"internal\"\nurl = \"{url}\"\nevents = [\"*\"]\nca_file = \"{}\"\nretry_schedule = [\"100ms\"]\n",
+        ca.display()
+    ))
+    .await;
+    for n in 0..3 {
+        app.send("mailpipe", "email.sent", n).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while versions.lock().unwrap().len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "TLS deliveries did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(versions.lock().unwrap().iter().all(|v| *v == http::Version::HTTP_2), "{:?}", versions.lock().unwrap());
+    let (_, subs) = app.admin(Method::GET, "/admin/subscribers", None).await;
+    assert_eq!(subs[0]["dead_letters"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_a_failed_delivery_not_a_silent_one() {
+    let (url, _, versions) = tls_subscriber().await;
+    let app = TestApp::spawn_relay(&format!(
+        "[[relay.subscribers]]\nname = \"untrusted\"\nurl = \"{url}\"\nevents = [\"*\"]\nretry_schedule = [\"50ms\"]\n"
+    ))
+    .await;
+    app.send("mailpipe", "email.sent", 1).await;
+    let letters = wait_dead_letters(&app, "untrusted", 1).await;
+    assert!(letters[0]["last_status"].is_null(), "{letters:?}");
+    assert!(versions.lock().unwrap().is_empty(), "nothing was sent over an unverified connection");
+}

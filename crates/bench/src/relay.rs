@@ -85,6 +85,7 @@ fn subscriber(sink: &Sink, in_flight: usize) -> SubscriberSettings {
         },
         max_in_flight: in_flight,
         headers: Vec::new(),
+        ca_pem: None,
         providers: Vec::new(),
         sources: Vec::new(),
         enabled: true,

@@ -701,6 +701,19 @@ fn build_subscriber(
             Err(e) => problem(path, e),
         }
     }
+    let ca_pem = raw.ca_file.as_ref().and_then(|path| match std::fs::read(path) {
+        Ok(pem) => match hookbridge_relay::deliver::check_ca_pem(&pem) {
+            Ok(()) => Some(pem),
+            Err(e) => {
+                problem(format!("{at}.ca_file"), format!("{} {e}", path.display()));
+                None
+            }
+        },
+        Err(e) => {
+            problem(format!("{at}.ca_file"), format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    });
     match url {
         Some(url) if problems.is_empty() => Ok(SubscriberSettings {
             name: raw.name.clone(),
@@ -715,6 +728,7 @@ fn build_subscriber(
             },
             max_in_flight: raw.max_in_flight,
             headers,
+            ca_pem,
             providers: raw.providers.clone(),
             sources: raw.sources.clone(),
             enabled: raw.enabled,

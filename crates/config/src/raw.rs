@@ -335,6 +335,8 @@ pub struct SubscriberConfig {
     pub max_in_flight: usize,
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, SecretRef>,
+    /// PEM CA bundle trusted for this subscriber's TLS, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
     #[serde(default)]
     pub providers: Vec<String>,
     #[serde(default)]

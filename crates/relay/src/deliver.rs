@@ -23,7 +23,13 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// # Errors
 /// When the TLS configuration cannot be built.
 pub fn client(settings: &SubscriberSettings) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(pem) = &settings.ca_pem {
+        for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
         .user_agent(concat!("hookbridge/", env!("CARGO_PKG_VERSION")))
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
@@ -98,4 +104,16 @@ fn describe(error: &reqwest::Error) -> String {
     }
     let kind = if error.is_connect() { "connection failed" } else { "request failed" };
     format!("{kind}: {cause}")
+}
+
+/// Checks a PEM bundle of CA certificates.
+///
+/// # Errors
+/// When it holds no certificate or cannot be parsed.
+pub fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
+    match reqwest::Certificate::from_pem_bundle(pem) {
+        Ok(certificates) if !certificates.is_empty() => Ok(()),
+        Ok(_) => Err("holds no PEM certificate".to_owned()),
+        Err(e) => Err(format!("is not a PEM certificate bundle: {e}")),
+    }
 }

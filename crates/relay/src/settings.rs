@@ -25,6 +25,9 @@ pub struct SubscriberSettings {
     pub max_in_flight: usize,
     /// Extra request headers (values are marked sensitive).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// PEM certificates trusted for this subscriber's TLS, besides the
+    /// system's roots (an internal CA).
+    pub ca_pem: Option<Vec<u8>>,
     /// Only events of these providers (empty: all).
     pub providers: Vec<String>,
     /// Only events of these sources: a source name or a CloudEvents `source` (empty: all).
