@@ -15,11 +15,4 @@ pub enum Error {
     Invalid(String),
 }
 
-impl Error {
-    /// Whether trying again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Storage(_))
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,7 +18,7 @@ pub mod secret;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -379,11 +379,6 @@ impl Config {
     /// The source named `name`.
     pub fn source(&self, name: &str) -> Option<&Source> {
         self.ingress.sources.iter().find(|s| s.name == name)
-    }
-
-    /// Where the embedded bus keeps its files.
-    pub fn bus_path(&self) -> &PathBuf {
-        &self.bus.embedded.path
     }
 }
 

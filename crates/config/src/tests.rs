@@ -136,7 +136,7 @@ fn environment_overrides_the_file() {
         jail.set_env("HOOKBRIDGE_BUS__EMBEDDED__PATH", "/var/lib/hookbridge");
         let config = Config::from_toml(&example()).map_err(|e| e.to_string())?;
         assert_eq!(config.ingress.listen.port(), 18080);
-        assert_eq!(config.bus.embedded.path, PathBuf::from("/var/lib/hookbridge"));
+        assert_eq!(config.bus.embedded.path, std::path::PathBuf::from("/var/lib/hookbridge"));
         Ok(())
     });
 }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use hookbridge_event::{Event, TopicName};
+use hookbridge_event::Event;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -198,14 +198,6 @@ impl EmbeddedBus {
             }
         }
         Ok(events)
-    }
-
-    /// Topics that currently hold events, for tests and tools.
-    ///
-    /// # Errors
-    /// On a storage failure.
-    pub fn topics(&self, prefix: &str) -> Result<Vec<(TopicName, Event)>> {
-        Ok(self.read_all()?.into_iter().map(|e| (TopicName::new(prefix, &e.ty), e)).collect())
     }
 }
 
