@@ -1,5 +1,5 @@
 /// Bus errors, by what the caller should do next.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The backend cannot take the operation now; retry later.
     #[error("the bus is unavailable: {0}")]

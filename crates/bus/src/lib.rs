@@ -9,13 +9,14 @@
 //!   delay. A group starts from its committed position, the earliest retained
 //!   event, the latest, or a point in time (replay).
 //!
-//! Backends: [`embedded`] (a durable log on local disk). NATS JetStream and
-//! Kafka implement the same traits and pass the same [`conformance`] suite.
+//! Backends: [`embedded`] (a durable log on local disk), [`nats`] (JetStream)
+//! and [`kafka`]. All implement the same traits and pass the same [`conformance`] suite.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod kafka;
 pub mod metrics;
 pub mod nats;
 

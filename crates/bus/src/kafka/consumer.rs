@@ -1,0 +1,641 @@
+//! A consumer group on Kafka.
+//!
+//! A background task polls the group's consumer and hands records over a
+//! channel (pausing the partitions while too many wait), so the group keeps
+//! its membership however slowly deliveries are settled. Every record handed
+//! out is tracked per partition until settled; the committed offset is the
+//! lowest one still in flight, committed in rounds that gather every ack
+//! waiting for one. A rebalance commits what the revoked partitions have
+//! settled and forgets their records, so a settlement that arrives later for
+//! a partition this member no longer owns commits nothing.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hookbridge_event::{Event, EventPattern, TopicName};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Message as _, OwnedHeaders, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    ATTEMPT_HEADER, Context, DUE_HEADER, FAILURE_HEADER, KafkaBus, PUBLISHED_HEADER, TopicKind, event_key, header,
+    kafka_error, millis_to_time,
+};
+use crate::{Acker, Consumer, Delivery, Error, Failure, NewGroup, Result, StartFrom, SubscribeOptions};
+
+/// Records waiting in the channel before the partitions are paused.
+const MAX_WAITING: usize = 2_000;
+/// Retries held in memory before the retry partitions are paused.
+const MAX_HELD_RETRIES: usize = 20_000;
+
+type Partition = (String, i32);
+
+/// The settlement state of one assigned partition.
+#[derive(Debug)]
+struct Track {
+    /// Changes on every assignment: settlements of an older one are ignored.
+    epoch: u64,
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset handed out.
+    next: Option<i64>,
+    committed: Option<i64>,
+}
+
+impl Track {
+    /// The offset the group can commit: nothing before it is unsettled.
+    fn committable(&self) -> Option<i64> {
+        self.in_flight.first().copied().or(self.next)
+    }
+
+    fn needs_commit(&self) -> bool {
+        self.committable().is_some_and(|c| self.committed.is_none_or(|done| c > done))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tracks {
+    partitions: HashMap<Partition, Track>,
+    epoch: u64,
+}
+
+impl Tracks {
+    fn assign(&mut self, partition: Partition) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        self.partitions.insert(partition, Track { epoch, in_flight: BTreeSet::new(), next: None, committed: None });
+    }
+
+    /// Registers a record handed out; its partition's epoch.
+    fn seen(&mut self, partition: &Partition, offset: i64) -> u64 {
+        if !self.partitions.contains_key(partition) {
+            self.assign(partition.clone());
+        }
+        let track = self.partitions.get_mut(partition).expect("just assigned");
+        track.in_flight.insert(offset);
+        track.next = Some(track.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        track.epoch
+    }
+
+    fn is_current(&self, partition: &Partition, epoch: u64) -> bool {
+        self.partitions.get(partition).is_some_and(|t| t.epoch == epoch)
+    }
+
+    /// Settles a record; whether its partition now has something to commit.
+    fn settle(&mut self, partition: &Partition, epoch: u64, offset: i64) -> bool {
+        match self.partitions.get_mut(partition) {
+            Some(track) if track.epoch == epoch => {
+                track.in_flight.remove(&offset);
+                track.needs_commit()
+            }
+            _ => false,
+        }
+    }
+
+    /// The offsets to commit for `only` (or every partition).
+    fn to_commit(&self, only: Option<&TopicPartitionList>) -> Vec<(Partition, i64)> {
+        self.partitions
+            .iter()
+            .filter(|(p, _)| only.is_none_or(|tpl| tpl.find_partition(&p.0, p.1).is_some()))
+            .filter(|(_, t)| t.needs_commit())
+            .filter_map(|(p, t)| Some((p.clone(), t.committable()?)))
+            .collect()
+    }
+
+    fn committed(&mut self, done: &[(Partition, i64)]) {
+        for (partition, offset) in done {
+            if let Some(track) = self.partitions.get_mut(partition) {
+                track.committed = Some(track.committed.map_or(*offset, |c| c.max(*offset)));
+            }
+        }
+    }
+}
+
+fn commit_list(offsets: &[(Partition, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    tpl
+}
+
+/// The group consumer's context: keeps the tracks right across rebalances.
+struct GroupContext {
+    tracks: Arc<Mutex<Tracks>>,
+    group: String,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        Context.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        Context.error(error, reason);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut tracks = self.tracks.lock().expect("tracks lock");
+        match rebalance {
+            Rebalance::Revoke(revoked) => {
+                // Commit what was settled while the partitions are still ours.
+                let offsets = tracks.to_commit(Some(revoked));
+                if !offsets.is_empty() {
+                    match consumer.commit(&commit_list(&offsets), CommitMode::Sync) {
+                        Ok(()) => tracks.committed(&offsets),
+                        Err(error) => {
+                            tracing::warn!(group = %self.group, %error, "cannot commit before a rebalance; those events come again");
+                        }
+                    }
+                }
+                for element in revoked.elements() {
+                    tracks.partitions.remove(&(element.topic().to_owned(), element.partition()));
+                }
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(error) => {
+                tracing::warn!(group = %self.group, %error, "Kafka rebalance error");
+                tracks.partitions.clear();
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            let mut tracks = self.tracks.lock().expect("tracks lock");
+            for element in assigned.elements() {
+                tracks.assign((element.topic().to_owned(), element.partition()));
+            }
+            tracing::debug!(group = %self.group, partitions = assigned.count(), "Kafka partitions assigned");
+        }
+    }
+}
+
+/// One record handed out, and where it came from.
+#[derive(Debug)]
+struct Held {
+    partition: Partition,
+    offset: i64,
+    epoch: u64,
+    event: Event,
+    attempt: u32,
+    published: DateTime<Utc>,
+    due: DateTime<Utc>,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, &self.partition, self.offset) == (other.due, &other.partition, other.offset)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, &self.partition, self.offset).cmp(&(other.due, &other.partition, other.offset))
+    }
+}
+
+/// What the settlement of a delivery needs.
+struct Shared {
+    bus: KafkaBus,
+    group: String,
+    retry_topic: String,
+    tracks: Arc<Mutex<Tracks>>,
+    commits: mpsc::UnboundedSender<oneshot::Sender<Result<()>>>,
+    /// Dropped deliveries come back through here.
+    redeliver: mpsc::UnboundedSender<Held>,
+}
+
+impl Shared {
+    /// Settles a record and, if that moves its partition's position, waits
+    /// for the commit round that stores it.
+    async fn settle(&self, held: &Held) -> Result<()> {
+        self.settle_at(&held.partition, held.epoch, held.offset).await
+    }
+
+    async fn settle_at(&self, partition: &Partition, epoch: u64, offset: i64) -> Result<()> {
+        let dirty = self.tracks.lock().expect("tracks lock").settle(partition, epoch, offset);
+        if !dirty {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commits.send(tx).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+pub(crate) struct KafkaConsumer {
+    shared: Arc<Shared>,
+    patterns: Vec<EventPattern>,
+    records: mpsc::UnboundedReceiver<OwnedMessage>,
+    redelivered: mpsc::UnboundedReceiver<Held>,
+    waiting: Arc<AtomicUsize>,
+    held_retries: Arc<AtomicUsize>,
+    /// Retries not yet due, soonest first.
+    timers: BinaryHeap<Reverse<Held>>,
+    /// Dropped with the consumer: stops its polling task.
+    _stop: oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer").field("group", &self.shared.group).finish_non_exhaustive()
+    }
+}
+
+/// The librdkafka subscription of `patterns`: regular expressions over the
+/// event topics (new topics are picked up on the next metadata refresh).
+fn subscriptions(prefix: &str, patterns: &[EventPattern], retry_topic: &str) -> Vec<String> {
+    let escape = |s: &str| s.replace('.', "\\.");
+    let mut alternatives: Vec<String> = patterns
+        .iter()
+        .map(|p| match p {
+            EventPattern::All => format!("{}\\..*", escape(prefix)),
+            EventPattern::Prefix(family) => {
+                format!("{}\\..*", escape(TopicName::new(prefix, family.trim_end_matches('.')).as_str()))
+            }
+            EventPattern::Exact(ty) => escape(TopicName::new(prefix, ty).as_str()),
+        })
+        .collect();
+    alternatives.sort();
+    alternatives.dedup();
+    let mut out: Vec<String> = alternatives.into_iter().map(|a| format!("^{a}$")).collect();
+    out.push(retry_topic.to_owned());
+    out
+}
+
+pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Result<Box<dyn Consumer>> {
+    if options.group.is_empty() {
+        return Err(Error::Invalid("a consumer group needs a name".into()));
+    }
+    let o = &bus.inner.options;
+    let group = options.group.clone();
+    let retry_topic = o.retry_topic(&group);
+    bus.ensure_topics(&[(retry_topic.clone(), TopicKind::Retry)]).await?;
+
+    // Settle where the group starts before it joins, so nothing published
+    // from now on can be skipped.
+    let event_ranges = bus.ranges(&bus.event_topics(&options.patterns).await?).await?;
+    let retry_ranges = bus.ranges(std::slice::from_ref(&retry_topic)).await?;
+    let positions: Vec<(String, i32, i64)> = match options.start {
+        StartFrom::Committed { if_new } => {
+            let all: Vec<_> = event_ranges.iter().chain(&retry_ranges).cloned().collect();
+            let committed = bus.committed(&group, &all).await?;
+            all.iter()
+                .zip(committed)
+                .filter(|(_, c)| c.is_none())
+                .map(|((topic, partition, low, high), _)| {
+                    let start = if topic == &retry_topic || if_new == NewGroup::Earliest { *low } else { *high };
+                    (topic.clone(), *partition, start)
+                })
+                .collect()
+        }
+        start => {
+            let event_offsets: Vec<i64> = match start {
+                StartFrom::Earliest => event_ranges.iter().map(|r| r.2).collect(),
+                StartFrom::Latest => event_ranges.iter().map(|r| r.3).collect(),
+                StartFrom::Time(time) => bus.offsets_at(&event_ranges, time).await?,
+                StartFrom::Committed { .. } => unreachable!("handled above"),
+            };
+            // A reset group drops the retries it had pending.
+            event_ranges
+                .iter()
+                .zip(event_offsets)
+                .map(|((topic, partition, ..), offset)| (topic.clone(), *partition, offset))
+                .chain(retry_ranges.iter().map(|(topic, partition, _, high)| (topic.clone(), *partition, *high)))
+                .collect()
+        }
+    };
+    bus.commit_for(&group, positions).await?;
+
+    let tracks = Arc::new(Mutex::new(Tracks::default()));
+    let mut config = o.client_config();
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    for (key, value) in &o.properties {
+        config.set(key, secrecy::ExposeSecret::expose_secret(value));
+    }
+    let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
+        config
+            .create_with_context(GroupContext { tracks: tracks.clone(), group: group.clone() })
+            .map_err(|e| kafka_error("cannot create the Kafka consumer", &e))?,
+    );
+    let topics = subscriptions(&o.topic_prefix, &options.patterns, &retry_topic);
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs).map_err(|e| kafka_error("cannot subscribe", &e))?;
+
+    let (stop, stopped) = oneshot::channel();
+    let (records_tx, records) = mpsc::unbounded_channel();
+    let (commits_tx, commits_rx) = mpsc::unbounded_channel();
+    let (redeliver_tx, redelivered) = mpsc::unbounded_channel();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let held_retries = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(poll(
+        consumer.clone(),
+        records_tx,
+        waiting.clone(),
+        held_retries.clone(),
+        retry_topic.clone(),
+        stopped,
+    ));
+    tokio::spawn(commit_rounds(consumer, tracks.clone(), commits_rx, group.clone()));
+    let shared = Arc::new(Shared {
+        bus: bus.clone(),
+        group,
+        retry_topic,
+        tracks,
+        commits: commits_tx,
+        redeliver: redeliver_tx,
+    });
+    Ok(Box::new(KafkaConsumer {
+        shared,
+        patterns: options.patterns,
+        records,
+        redelivered,
+        waiting,
+        held_retries,
+        timers: BinaryHeap::new(),
+        _stop: stop,
+    }))
+}
+
+/// Polls the group's consumer until stopped, handing records over.
+async fn poll(
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    records: mpsc::UnboundedSender<OwnedMessage>,
+    waiting: Arc<AtomicUsize>,
+    held_retries: Arc<AtomicUsize>,
+    retry_topic: String,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let (mut events_paused, mut retries_paused) = (false, false);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                let want_events = waiting.load(Ordering::Relaxed) >= MAX_WAITING;
+                let want_retries = want_events || held_retries.load(Ordering::Relaxed) >= MAX_HELD_RETRIES;
+                if want_events != events_paused || want_retries != retries_paused || want_events || want_retries {
+                    // Re-applied every tick: a rebalance may have assigned partitions since.
+                    if let Ok(assignment) = consumer.assignment() {
+                        let (mut events, mut retries) = (TopicPartitionList::new(), TopicPartitionList::new());
+                        for e in assignment.elements() {
+                            let list = if e.topic() == retry_topic { &mut retries } else { &mut events };
+                            list.add_partition(e.topic(), e.partition());
+                        }
+                        for (list, want) in [(&events, want_events), (&retries, want_retries)] {
+                            if list.count() > 0 {
+                                let _ = if want { consumer.pause(list) } else { consumer.resume(list) };
+                            }
+                        }
+                    }
+                    (events_paused, retries_paused) = (want_events, want_retries);
+                }
+            }
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    waiting.fetch_add(1, Ordering::Relaxed);
+                    if records.send(message.detach()).is_err() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read from Kafka; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+    close(consumer);
+}
+
+/// Drops a handle of the group's consumer off the async threads: the last
+/// one closes it, which leaves the group (a blocking call).
+fn close(consumer: Arc<StreamConsumer<GroupContext>>) {
+    tokio::task::spawn_blocking(move || drop(consumer));
+}
+
+/// Commits in rounds: every settlement waiting when a round starts is
+/// stored by it.
+async fn commit_rounds(
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    tracks: Arc<Mutex<Tracks>>,
+    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<()>>>,
+    group: String,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(more) = requests.try_recv() {
+            waiters.push(more);
+        }
+        let (consumer, tracks) = (consumer.clone(), tracks.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            // Held across the commit, so a rebalance cannot change owners in between.
+            let mut tracks = tracks.lock().expect("tracks lock");
+            let offsets = tracks.to_commit(None);
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            consumer
+                .commit(&commit_list(&offsets), CommitMode::Sync)
+                .map_err(|e| Error::Unavailable(format!("cannot commit Kafka offsets: {e}")))?;
+            tracks.committed(&offsets);
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::Unavailable(format!("the commit failed: {e}"))));
+        if let Err(error) = &result {
+            tracing::warn!(%group, %error, "Kafka commit failed; the events come again");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+    close(consumer);
+}
+
+/// The headers of a retry record.
+pub(super) fn retry_headers(
+    event: &Event,
+    due: DateTime<Utc>,
+    attempt: u32,
+    published: DateTime<Utc>,
+) -> OwnedHeaders {
+    let (due, attempt, published) =
+        (due.timestamp_millis().to_string(), attempt.to_string(), published.timestamp_millis().to_string());
+    super::event_headers(event)
+        .insert(Header { key: DUE_HEADER, value: Some(due.as_str()) })
+        .insert(Header { key: ATTEMPT_HEADER, value: Some(attempt.as_str()) })
+        .insert(Header { key: PUBLISHED_HEADER, value: Some(published.as_str()) })
+}
+
+impl KafkaConsumer {
+    /// Makes a record a held delivery, or settles it at once when this group
+    /// does not take it.
+    async fn accept(&mut self, message: OwnedMessage) -> Result<Option<Held>> {
+        let partition = (message.topic().to_owned(), message.partition());
+        let offset = message.offset();
+        let epoch = self.shared.tracks.lock().expect("tracks lock").seen(&partition, offset);
+        let timestamp = message.timestamp().to_millis().map_or_else(Utc::now, millis_to_time);
+        let event = match message.payload().map(Event::from_json) {
+            Some(Ok(event)) => Some(event),
+            _ => {
+                tracing::error!(group = %self.shared.group, topic = %partition.0, offset, "skipping an unreadable record");
+                None
+            }
+        };
+        let Some(event) = event.filter(|e| self.patterns.iter().any(|p| p.matches(&e.ty))) else {
+            self.shared.settle_at(&partition, epoch, offset).await?;
+            return Ok(None);
+        };
+        Ok(Some(Held {
+            attempt: header(&message, ATTEMPT_HEADER).and_then(|a| a.parse().ok()).unwrap_or(1),
+            published: header(&message, PUBLISHED_HEADER).and_then(|p| p.parse().ok()).map_or(timestamp, millis_to_time),
+            due: header(&message, DUE_HEADER).and_then(|d| d.parse().ok()).map_or(timestamp, millis_to_time),
+            partition,
+            offset,
+            epoch,
+            event,
+        }))
+    }
+
+    fn delivery(&self, held: Held) -> Delivery {
+        let (event, attempt, published) = (held.event.clone(), held.attempt, held.published);
+        Delivery::new(event, attempt, published, Box::new(KafkaAcker { shared: self.shared.clone(), held: Some(held) }))
+    }
+
+    fn is_current(&self, held: &Held) -> bool {
+        self.shared.tracks.lock().expect("tracks lock").is_current(&held.partition, held.epoch)
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn next(&mut self) -> Result<Delivery> {
+        loop {
+            if let Ok(held) = self.redelivered.try_recv() {
+                if self.is_current(&held) {
+                    return Ok(self.delivery(held));
+                }
+                continue;
+            }
+            let now = Utc::now();
+            if self.timers.peek().is_some_and(|Reverse(h)| h.due <= now) {
+                let Reverse(held) = self.timers.pop().expect("peeked");
+                self.held_retries.fetch_sub(1, Ordering::Relaxed);
+                if self.is_current(&held) {
+                    return Ok(self.delivery(held));
+                }
+                continue;
+            }
+            let wait = self
+                .timers
+                .peek()
+                .map_or(Duration::from_secs(3600), |Reverse(h)| (h.due - now).to_std().unwrap_or_default());
+            tokio::select! {
+                held = self.redelivered.recv() => {
+                    if let Some(held) = held && self.is_current(&held) {
+                        return Ok(self.delivery(held));
+                    }
+                }
+                message = self.records.recv() => {
+                    let Some(message) = message else { return Err(Error::Closed) };
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(held) = self.accept(message).await? {
+                        if held.due > Utc::now() {
+                            self.held_retries.fetch_add(1, Ordering::Relaxed);
+                            self.timers.push(Reverse(held));
+                        } else {
+                            return Ok(self.delivery(held));
+                        }
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+struct KafkaAcker {
+    shared: Arc<Shared>,
+    /// Taken when settled; a drop with it still here hands it back.
+    held: Option<Held>,
+}
+
+impl std::fmt::Debug for KafkaAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaAcker").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Acker for KafkaAcker {
+    async fn ack(mut self: Box<Self>) -> Result<()> {
+        let held = self.held.take().expect("settled once");
+        self.shared.settle(&held).await
+    }
+
+    async fn nack(mut self: Box<Self>, delay: Duration) -> Result<()> {
+        let held = self.held.take().expect("settled once");
+        let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let headers = retry_headers(&held.event, due, held.attempt.saturating_add(1), held.published);
+        let payload = held.event.to_json();
+        // Stored first, then settled: a crash in between repeats it, never loses it.
+        let stored = self
+            .shared
+            .bus
+            .produce(&self.shared.retry_topic, Some(event_key(&held.event)), Some(payload.as_slice()), headers, None)
+            .await;
+        if let Err(error) = stored {
+            self.held = Some(held);
+            return Err(error);
+        }
+        self.shared.settle(&held).await
+    }
+
+    async fn dead_letter(mut self: Box<Self>, group: &str, failure: Failure) -> Result<()> {
+        let held = self.held.take().expect("settled once");
+        let bus = &self.shared.bus;
+        let topic = bus.inner.options.dlq_topic(group);
+        let stored = async {
+            bus.ensure_topics(&[(topic.clone(), TopicKind::DeadLetters)]).await?;
+            let failure = serde_json::to_string(&failure).expect("failure serializes");
+            let headers =
+                super::event_headers(&held.event).insert(Header { key: FAILURE_HEADER, value: Some(failure.as_str()) });
+            let payload = held.event.to_json();
+            bus.produce(&topic, Some(event_key(&held.event)), Some(payload.as_slice()), headers, Some(0)).await
+        }
+        .await;
+        if let Err(error) = stored {
+            self.held = Some(held);
+            return Err(error);
+        }
+        self.shared.settle(&held).await
+    }
+}
+
+impl Drop for KafkaAcker {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            let _ = self.shared.redeliver.send(held);
+        }
+    }
+}
