@@ -68,7 +68,11 @@ struct OnTansu {
 #[async_trait]
 impl Store for OnTansu {
     async fn open(&self) -> Arc<dyn Bus> {
-        Arc::new(KafkaBus::open(options(self.broker.address(), 1)).await.expect("Kafka bus opens"))
+        let mut options = options(self.broker.address(), 1);
+        // tansu holds a join for about half the session timeout: the
+        // smallest a broker allows keeps each join to ~3s.
+        options.properties.push(("session.timeout.ms".into(), "6000".into()));
+        Arc::new(KafkaBus::open(options).await.expect("Kafka bus opens"))
     }
 
     fn orders_across_types(&self) -> bool {

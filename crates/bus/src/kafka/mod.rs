@@ -348,6 +348,9 @@ impl KafkaBus {
         let o = &self.inner.options;
         let ms = |d: Option<Duration>| d.map_or_else(|| "-1".to_owned(), |d| d.as_millis().max(1).to_string());
         let (retention, dlq_retention) = (ms(o.retention), ms(o.dead_letter_retention));
+        // Retention removes whole segments: roll them within the retention
+        // (at most daily) so an expired event goes within about a day.
+        let segment = ms(o.retention.map(|r| r.min(Duration::from_secs(24 * 3600))));
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|(name, kind)| {
@@ -355,7 +358,11 @@ impl KafkaBus {
                 match kind {
                     TopicKind::Events | TopicKind::Retry => {
                         let topic = NewTopic::new(name, o.partitions, replication);
-                        if o.retention.is_some() { topic.set("retention.ms", &retention) } else { topic }
+                        if o.retention.is_some() {
+                            topic.set("retention.ms", &retention).set("segment.ms", &segment)
+                        } else {
+                            topic
+                        }
                     }
                     TopicKind::DeadLetters => {
                         NewTopic::new(name, 1, replication).set("retention.ms", &dlq_retention)
@@ -789,8 +796,8 @@ impl Bus for KafkaBus {
         let mut status = GroupStatus::default();
         let mut oldest = Vec::new();
         for ((topic, partition, low, high), committed) in ranges.iter().zip(committed) {
-            let Some(position) = committed else { continue };
-            let position = position.clamp(*low, *high);
+            // A partition the group has no position in yet is read from its start.
+            let position = committed.unwrap_or(*low).clamp(*low, *high);
             let lag = (*high - position) as u64;
             status.backlog += lag;
             if *topic == retry {
