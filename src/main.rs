@@ -72,6 +72,10 @@ fn init_logging(config: &Config) {
 
 /// The configured bus, and where it is (for the log).
 async fn open_bus(config: &Config) -> anyhow::Result<(Arc<dyn hookbridge_bus::Bus>, String)> {
+    if let Some(options) = &config.bus.kafka {
+        let bus = hookbridge_bus::kafka::KafkaBus::open(options.clone()).await.context("connecting to Kafka")?;
+        return Ok((Arc::new(bus), format!("{} prefix {}", options.brokers.join(","), options.topic_prefix)));
+    }
     match &config.bus.nats {
         Some(options) => {
             let bus = hookbridge_bus::nats::NatsBus::open(options.clone()).await.context("connecting to NATS")?;

@@ -25,6 +25,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use hookbridge_bus::embedded::{EmbeddedOptions, Retention};
+use hookbridge_bus::kafka::KafkaOptions;
 use hookbridge_bus::nats::{NatsAuth, NatsOptions, NatsTls, Storage};
 use hookbridge_providers::whippy::{self, Scheme};
 use hookbridge_providers::{HmacSecret, Provider, Redactor, SourceMeta, Verifier, mailpace, mailpipe};
@@ -70,6 +71,8 @@ pub struct BusSettings {
     pub embedded: EmbeddedOptions,
     /// Set when `backend = "nats"`.
     pub nats: Option<NatsOptions>,
+    /// Set when `backend = "kafka"`.
+    pub kafka: Option<KafkaOptions>,
 }
 
 #[derive(Debug)]
@@ -189,12 +192,17 @@ impl Config {
         if let Err(e) = hookbridge_event::topic::validate_prefix(&raw.bus.topic_prefix) {
             problem("bus.topic_prefix".into(), e.to_string());
         }
-        if raw.bus.backend == Backend::Kafka {
-            problem(
-                "bus.backend".into(),
-                "the `kafka` backend is not available in this version; use `embedded` or `nats`".into(),
-            );
-        }
+        let kafka = if raw.bus.backend == Backend::Kafka {
+            match build_kafka(&raw.bus.kafka, &raw.bus.topic_prefix) {
+                Ok(options) => Some(options),
+                Err(errs) => {
+                    errs.into_iter().for_each(|(p, m)| problem(p, m));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let nats = if raw.bus.backend == Backend::Nats {
             match build_nats(&raw.bus.nats, &raw.bus.topic_prefix) {
                 Ok(options) => {
@@ -313,6 +321,7 @@ impl Config {
                     maintenance_interval: embedded.maintenance_interval,
                 },
                 nats,
+                kafka,
             },
             ingress: IngressSettings {
                 listen: raw.ingress.listen,
@@ -518,6 +527,81 @@ fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
         }),
         _ => Err(problems),
     }
+}
+
+fn build_kafka(raw: &raw::KafkaConfig, prefix: &str) -> Result<KafkaOptions, Problems> {
+    let mut problems: Problems = Vec::new();
+    let brokers: Vec<String> = raw.brokers.as_slice().to_vec();
+    if brokers.is_empty() {
+        problems.push(("bus.kafka.brokers".into(), "give at least one broker, e.g. 127.0.0.1:9092".into()));
+    }
+    for (i, broker) in brokers.iter().enumerate() {
+        if broker.contains("://") || !broker.contains(':') {
+            problems.push((format!("bus.kafka.brokers[{i}]"), format!("`{broker}` is not host:port")));
+        }
+    }
+    if raw.partitions == 0 || raw.partitions < -1 {
+        problems.push(("bus.kafka.partitions".into(), "must be at least 1, or -1 for the broker's default".into()));
+    }
+    if raw.replication_factor == 0 || raw.replication_factor < -1 {
+        problems.push((
+            "bus.kafka.replication_factor".into(),
+            "must be at least 1, or -1 for the broker's default".into(),
+        ));
+    }
+    if raw.publish_timeout < std::time::Duration::from_millis(100) {
+        problems.push(("bus.kafka.publish_timeout".into(), "must be at least 100ms".into()));
+    }
+    if raw.metadata_refresh < std::time::Duration::from_millis(100) {
+        problems.push(("bus.kafka.metadata_refresh".into(), "must be at least 100ms".into()));
+    }
+    // Set by hookbridge itself: overriding them would break its guarantees.
+    const OWN: &[&str] = &[
+        "bootstrap.servers",
+        "group.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "enable.idempotence",
+        "acks",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+    ];
+    let mut properties = Vec::new();
+    for (key, value) in &raw.properties {
+        let path = format!("bus.kafka.properties.\"{key}\"");
+        if OWN.contains(&key.as_str()) {
+            problems.push((path, "is set by hookbridge (see docs/kafka.md); remove it".into()));
+            continue;
+        }
+        let value = match value {
+            raw::PropertyValue::Bool(b) => b.to_string(),
+            raw::PropertyValue::Integer(i) => i.to_string(),
+            raw::PropertyValue::Float(f) => f.to_string(),
+            raw::PropertyValue::Text(secret) => match secret.resolve() {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push((path, e));
+                    continue;
+                }
+            },
+        };
+        properties.push((key.clone(), SecretString::from(value)));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut options = KafkaOptions::new(brokers, prefix);
+    options.properties = properties;
+    options.create_topics = raw.create_topics;
+    options.partitions = raw.partitions;
+    options.replication_factor = raw.replication_factor;
+    options.retention = raw.retention;
+    options.dead_letter_retention = raw.dead_letter_retention;
+    options.publish_timeout = raw.publish_timeout;
+    options.duplicate_window = raw.duplicate_window;
+    options.duplicate_capacity = raw.duplicate_capacity;
+    options.metadata_refresh = raw.metadata_refresh;
+    Ok(options)
 }
 
 fn build_nats(raw: &raw::NatsConfig, prefix: &str) -> Result<NatsOptions, Problems> {

@@ -1,6 +1,7 @@
 //! The configuration file's shape. Every key has a default except the
 //! sources; unknown keys are errors. Documented in `docs/configuration.md`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +71,7 @@ pub struct BusConfig {
     pub topic_prefix: String,
     pub embedded: EmbeddedConfig,
     pub nats: NatsConfig,
+    pub kafka: KafkaConfig,
 }
 
 impl Default for BusConfig {
@@ -79,8 +81,71 @@ impl Default for BusConfig {
             topic_prefix: "hookbridge".into(),
             embedded: EmbeddedConfig::default(),
             nats: NatsConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
+}
+
+/// `[bus.kafka]`: Apache Kafka and Kafka-protocol services.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port`.
+    pub brokers: OneOrMany<String>,
+    /// Create missing topics with the settings below.
+    pub create_topics: bool,
+    /// Partitions of a created event or retry topic (`-1`: the broker's default).
+    pub partitions: i32,
+    /// Replication factor of a created topic (`-1`: the broker's default).
+    pub replication_factor: i32,
+    /// `retention.ms` of created event and retry topics.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// `retention.ms` of created dead-letter topics (unset: kept until discarded).
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_retention: Option<Duration>,
+    /// How long a publish waits for Kafka's delivery report.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// How long a published event id is remembered to drop duplicates.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How many event ids are remembered at most.
+    pub duplicate_capacity: usize,
+    /// How often consumers look for new topics matching their patterns.
+    #[serde(with = "humantime_serde")]
+    pub metadata_refresh: Duration,
+    /// librdkafka properties passed through untouched; strings may be
+    /// `env:NAME` or `file:/path` references.
+    pub properties: BTreeMap<String, PropertyValue>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: OneOrMany::One("127.0.0.1:9092".into()),
+            create_topics: true,
+            partitions: 6,
+            replication_factor: -1,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            dead_letter_retention: None,
+            publish_timeout: Duration::from_secs(10),
+            duplicate_window: Duration::from_secs(120),
+            duplicate_capacity: 100_000,
+            metadata_refresh: Duration::from_secs(10),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// A librdkafka property's value as written in TOML.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    Text(SecretRef),
 }
 
 /// `[bus.nats]`: NATS JetStream.

@@ -286,3 +286,67 @@ timeout = "90s"
         Ok(())
     });
 }
+
+#[test]
+fn a_kafka_bus_is_configured_with_passed_through_properties() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_MAILPIPE_SECRET", "x");
+        jail.set_env("TEST_SASL_PASSWORD", "kafka-sasl-secret");
+        let text = example().replace("backend = \"embedded\"", "backend = \"kafka\"")
+            + r#"[bus.kafka]
+brokers = ["b1:9092", "b2:9092"]
+partitions = 12
+replication_factor = 3
+retention = "3d"
+[bus.kafka.properties]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanisms" = "SCRAM-SHA-512"
+"sasl.username" = "hookbridge"
+"sasl.password" = "env:TEST_SASL_PASSWORD"
+"session.timeout.ms" = 10000
+"#;
+        let config = Config::from_toml(&text).map_err(|e| e.to_string())?;
+        let kafka = config.bus.kafka.as_ref().expect("kafka options");
+        assert_eq!(kafka.brokers, ["b1:9092", "b2:9092"]);
+        assert_eq!((kafka.partitions, kafka.replication_factor, kafka.topic_prefix.as_str()), (12, 3, "acme"));
+        assert_eq!(kafka.retention, Some(std::time::Duration::from_secs(3 * 24 * 3600)));
+        let props: std::collections::HashMap<&str, &str> = kafka
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), secrecy::ExposeSecret::expose_secret(v)))
+            .collect();
+        assert_eq!(props["sasl.password"], "kafka-sasl-secret");
+        assert_eq!(props["session.timeout.ms"], "10000");
+        assert!(!format!("{config:?}").contains("kafka-sasl-secret"), "secrets stay out of Debug");
+        Ok(())
+    });
+}
+
+#[test]
+fn kafka_problems_are_reported_with_their_paths() {
+    Jail::expect_with(|_| {
+        let text = r#"
+[bus]
+backend = "kafka"
+[bus.kafka]
+brokers = ["kafka://b1:9092"]
+partitions = 0
+replication_factor = -3
+[bus.kafka.properties]
+"enable.auto.commit" = true
+"sasl.password" = "env:HB_TEST_UNSET_VARIABLE"
+"#;
+        let err = Config::from_toml(text).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "bus.kafka.brokers[0]",
+            "bus.kafka.partitions",
+            "bus.kafka.replication_factor",
+            "bus.kafka.properties.\"enable.auto.commit\"",
+            "bus.kafka.properties.\"sasl.password\"",
+        ] {
+            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+        }
+        Ok(())
+    });
+}

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hookbridge_bus::conformance::NatsServer;
+use hookbridge_bus::conformance::{KafkaBroker, NatsServer};
+use hookbridge_bus::kafka::{KafkaBus, KafkaOptions};
 use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
 use hookbridge_bus::nats::{NatsBus, NatsOptions};
 use hookbridge_bus::{Bus, Publisher};
@@ -100,12 +101,24 @@ listen = "127.0.0.1:0"
     )
 }
 
-/// The bus a test app runs on: embedded, or NATS with a server of its own
-/// when `HB_TEST_BACKEND=nats`.
+/// The bus a test app runs on: embedded, or with a broker of its own NATS
+/// when `HB_TEST_BACKEND=nats`, Kafka (noida-db's engine) when
+/// `HB_TEST_BACKEND=kafka`.
 #[derive(Debug)]
 pub enum TestBus {
     Embedded(EmbeddedBus),
     Nats(NatsBus, NatsServer),
+    Kafka(KafkaBus, KafkaBroker),
+}
+
+/// Kafka options for tests: one partition per topic (each type in order),
+/// and new topics found within half a second.
+pub fn kafka_test_options(address: String) -> KafkaOptions {
+    let mut options = KafkaOptions::new(vec![address], "hookbridge");
+    options.partitions = 1;
+    options.replication_factor = 1;
+    options.metadata_refresh = std::time::Duration::from_millis(500);
+    options
 }
 
 impl TestBus {
@@ -115,6 +128,10 @@ impl TestBus {
             let server = NatsServer::start();
             let bus = NatsBus::open(NatsOptions::new(vec![server.url()], "hookbridge")).await.expect("NATS bus opens");
             Self::Nats(bus, server)
+        } else if std::env::var("HB_TEST_BACKEND").is_ok_and(|b| b == "kafka") {
+            let broker = KafkaBroker::start();
+            let bus = KafkaBus::open(kafka_test_options(broker.address())).await.expect("Kafka bus opens");
+            Self::Kafka(bus, broker)
         } else {
             Self::Embedded(EmbeddedBus::open(EmbeddedOptions::new(dir.join("bus"))).expect("bus opens"))
         }
@@ -124,6 +141,7 @@ impl TestBus {
         match self {
             Self::Embedded(bus) => Arc::new(bus.clone()),
             Self::Nats(bus, _) => Arc::new(bus.clone()),
+            Self::Kafka(bus, _) => Arc::new(bus.clone()),
         }
     }
 
@@ -132,6 +150,7 @@ impl TestBus {
         match self {
             Self::Embedded(bus) => bus.read_all().expect("bus readable"),
             Self::Nats(bus, _) => bus.read_all().await.expect("NATS readable"),
+            Self::Kafka(bus, _) => bus.read_all().await.expect("Kafka readable"),
         }
     }
 }
