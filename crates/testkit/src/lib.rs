@@ -108,8 +108,10 @@ listen = "127.0.0.1:0"
 pub enum TestBus {
     Embedded(EmbeddedBus),
     Nats(NatsBus, NatsServer),
-    Kafka(KafkaBus, KafkaBroker),
+    Kafka(KafkaBus, Arc<KafkaBroker>),
 }
+
+static BROKERS: std::sync::Mutex<Vec<Arc<KafkaBroker>>> = std::sync::Mutex::new(Vec::new());
 
 /// Kafka options for tests: one partition per topic (each type in order),
 /// and new topics found within half a second.
@@ -129,7 +131,10 @@ impl TestBus {
             let bus = NatsBus::open(NatsOptions::new(vec![server.url()], "hookbridge")).await.expect("NATS bus opens");
             Self::Nats(bus, server)
         } else if std::env::var("HB_TEST_BACKEND").is_ok_and(|b| b == "kafka") {
-            let broker = KafkaBroker::start();
+            let broker = Arc::new(KafkaBroker::start());
+            // Kept until the test process ends: the app's consumers leave
+            // their groups after the test body returns.
+            BROKERS.lock().expect("brokers lock").push(broker.clone());
             let bus = KafkaBus::open(kafka_test_options(broker.address())).await.expect("Kafka bus opens");
             Self::Kafka(bus, broker)
         } else {

@@ -131,6 +131,10 @@ struct GroupContext {
     group: String,
 }
 
+/// How long a commit may take before the settlements waiting for it fail
+/// (their events come again).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl ClientContext for GroupContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         Context.log(level, fac, message);
@@ -146,15 +150,14 @@ impl ConsumerContext for GroupContext {
         let mut tracks = self.tracks.lock().expect("tracks lock");
         match rebalance {
             Rebalance::Revoke(revoked) => {
-                // Commit what was settled while the partitions are still ours.
+                // Commit what was settled while the partitions are still
+                // ours (asynchronously: a blocking commit inside a rebalance
+                // can wait for the rebalance itself).
                 let offsets = tracks.to_commit(Some(revoked));
-                if !offsets.is_empty() {
-                    match consumer.commit(&commit_list(&offsets), CommitMode::Sync) {
-                        Ok(()) => tracks.committed(&offsets),
-                        Err(error) => {
-                            tracing::warn!(group = %self.group, %error, "cannot commit before a rebalance; those events come again");
-                        }
-                    }
+                if !offsets.is_empty()
+                    && let Err(error) = consumer.commit(&commit_list(&offsets), CommitMode::Async)
+                {
+                    tracing::warn!(group = %self.group, %error, "cannot commit before a rebalance; those events come again");
                 }
                 for element in revoked.elements() {
                     tracks.partitions.remove(&(element.topic().to_owned(), element.partition()));
@@ -233,7 +236,10 @@ impl Shared {
         }
         let (tx, rx) = oneshot::channel();
         self.commits.send(tx).map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
+            Ok(result) => result.map_err(|_| Error::Closed)?,
+            Err(_) => Err(Error::Unavailable("the Kafka commit timed out; the event comes again".into())),
+        }
     }
 }
 
@@ -246,8 +252,6 @@ pub(crate) struct KafkaConsumer {
     held_retries: Arc<AtomicUsize>,
     /// Retries not yet due, soonest first.
     timers: BinaryHeap<Reverse<Held>>,
-    /// Dropped with the consumer: stops its polling task.
-    _stop: oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for KafkaConsumer {
@@ -341,21 +345,17 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs).map_err(|e| kafka_error("cannot subscribe", &e))?;
 
-    let (stop, stopped) = oneshot::channel();
     let (records_tx, records) = mpsc::unbounded_channel();
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
     let (redeliver_tx, redelivered) = mpsc::unbounded_channel();
     let waiting = Arc::new(AtomicUsize::new(0));
     let held_retries = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(poll(
-        consumer.clone(),
-        records_tx,
-        waiting.clone(),
-        held_retries.clone(),
-        retry_topic.clone(),
-        stopped,
-    ));
-    tokio::spawn(commit_rounds(consumer, tracks.clone(), commits_rx, group.clone()));
+    tokio::spawn(poll(consumer.clone(), records_tx, waiting.clone(), held_retries.clone(), retry_topic.clone()));
+    let (committer, committed_tracks, committer_group) = (consumer, tracks.clone(), group.clone());
+    std::thread::Builder::new()
+        .name("hookbridge-kafka-commit".into())
+        .spawn(move || commit_rounds(committer, committed_tracks, commits_rx, committer_group))
+        .map_err(|e| Error::Unavailable(format!("cannot start the Kafka committer: {e}")))?;
     let shared = Arc::new(Shared {
         bus: bus.clone(),
         group,
@@ -372,24 +372,21 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
         waiting,
         held_retries,
         timers: BinaryHeap::new(),
-        _stop: stop,
     }))
 }
 
-/// Polls the group's consumer until stopped, handing records over.
+/// Polls the group's consumer until it is dropped, handing records over.
 async fn poll(
     consumer: Arc<StreamConsumer<GroupContext>>,
     records: mpsc::UnboundedSender<OwnedMessage>,
     waiting: Arc<AtomicUsize>,
     held_retries: Arc<AtomicUsize>,
     retry_topic: String,
-    mut stop: oneshot::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let (mut events_paused, mut retries_paused) = (false, false);
-    loop {
+    while !records.is_closed() {
         tokio::select! {
-            _ = &mut stop => break,
             _ = tick.tick() => {
                 let want_events = waiting.load(Ordering::Relaxed) >= MAX_WAITING;
                 let want_retries = want_events || held_retries.load(Ordering::Relaxed) >= MAX_HELD_RETRIES;
@@ -410,12 +407,11 @@ async fn poll(
                     (events_paused, retries_paused) = (want_events, want_retries);
                 }
             }
+            // Also serves rebalances.
             message = consumer.recv() => match message {
                 Ok(message) => {
                     waiting.fetch_add(1, Ordering::Relaxed);
-                    if records.send(message.detach()).is_err() {
-                        break;
-                    }
+                    let _ = records.send(message.detach());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read from Kafka; retrying");
@@ -427,49 +423,49 @@ async fn poll(
     close(consumer);
 }
 
-/// Drops a handle of the group's consumer off the async threads: the last
-/// one closes it, which leaves the group (a blocking call).
+/// Drops a handle of the group's consumer on a thread of its own: the last
+/// one closes it, leaving the group, which may wait for an unreachable
+/// broker, so shutdown never waits for it.
 fn close(consumer: Arc<StreamConsumer<GroupContext>>) {
-    tokio::task::spawn_blocking(move || drop(consumer));
+    std::thread::spawn(move || drop(consumer));
 }
 
-/// Commits in rounds: every settlement waiting when a round starts is
-/// stored by it.
-async fn commit_rounds(
+/// Commits in rounds on a thread of its own: every settlement waiting when
+/// a round starts is stored by it. Ends when no settlement can come.
+fn commit_rounds(
     consumer: Arc<StreamConsumer<GroupContext>>,
     tracks: Arc<Mutex<Tracks>>,
     mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<()>>>,
     group: String,
 ) {
-    while let Some(first) = requests.recv().await {
+    while let Some(first) = requests.blocking_recv() {
         let mut waiters = vec![first];
         while let Ok(more) = requests.try_recv() {
             waiters.push(more);
         }
-        let (consumer, tracks) = (consumer.clone(), tracks.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            // Held across the commit, so a rebalance cannot change owners in between.
-            let mut tracks = tracks.lock().expect("tracks lock");
-            let offsets = tracks.to_commit(None);
-            if offsets.is_empty() {
-                return Ok(());
-            }
-            consumer
-                .commit(&commit_list(&offsets), CommitMode::Sync)
-                .map_err(|e| Error::Unavailable(format!("cannot commit Kafka offsets: {e}")))?;
-            tracks.committed(&offsets);
+        // Not held across the commit: a rebalance needs the lock to finish,
+        // and a commit waits for a rebalance in progress. A commit for
+        // partitions revoked meanwhile is fenced by the broker (its
+        // generation is over), so it cannot move another member's position.
+        let offsets = tracks.lock().expect("tracks lock").to_commit(None);
+        let result = if offsets.is_empty() {
             Ok(())
-        })
-        .await
-        .unwrap_or_else(|e| Err(Error::Unavailable(format!("the commit failed: {e}"))));
-        if let Err(error) = &result {
-            tracing::warn!(%group, %error, "Kafka commit failed; the events come again");
-        }
+        } else {
+            match consumer.commit(&commit_list(&offsets), CommitMode::Sync) {
+                Ok(()) => {
+                    tracks.lock().expect("tracks lock").committed(&offsets);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "Kafka commit failed; the events come again");
+                    Err(Error::Unavailable(format!("cannot commit Kafka offsets: {e}")))
+                }
+            }
+        };
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
     }
-    close(consumer);
 }
 
 /// The headers of a retry record.
