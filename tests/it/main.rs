@@ -4,8 +4,8 @@
 mod binary;
 mod docs;
 mod matrix;
-mod nats;
 mod observability;
+mod outage;
 mod rejections;
 mod relay;
 mod unavailable;

@@ -51,7 +51,8 @@ struct Args {
     /// Run only the scenarios whose name contains this text (e.g. `MailPace`).
     #[arg(long)]
     only: Option<String>,
-    /// The bus: `embedded`, or `nats` (a nats-server is started on a free port).
+    /// The bus: `embedded`, `nats` (a nats-server is started on a free
+    /// port) or `kafka` (noida-db's Kafka engine, in this process).
     #[arg(long, default_value = "embedded")]
     backend: String,
     /// Benchmark the relay instead of the ingress, with this many events.
@@ -87,23 +88,50 @@ fn budget(args: &Args, max_rate: u64) -> usize {
     (max_rate as f64 * (args.duration + args.warmup).as_secs_f64()) as usize
 }
 
+/// The broker a run uses, started by the benchmark on a free loopback port.
+enum Broker {
+    Embedded,
+    Nats(hookbridge_bus::conformance::NatsServer),
+    /// noida-db's Kafka engine, in this process.
+    Kafka(hookbridge_bus::conformance::KafkaBroker),
+}
+
+impl Broker {
+    fn start(backend: &str) -> anyhow::Result<Self> {
+        Ok(match backend {
+            "embedded" => Self::Embedded,
+            "nats" => Self::Nats(hookbridge_bus::conformance::NatsServer::start()),
+            "kafka" => Self::Kafka(hookbridge_bus::conformance::KafkaBroker::start()),
+            other => bail!("unknown backend `{other}`: use embedded, nats or kafka"),
+        })
+    }
+
+    async fn open(&self, prefix: &str) -> anyhow::Result<Arc<dyn hookbridge_bus::Bus>> {
+        Ok(match self {
+            Self::Embedded => Arc::new(EmbeddedBus::open(EmbeddedOptions::new(tempfile::tempdir()?.keep()))?),
+            Self::Nats(server) => Arc::new(
+                hookbridge_bus::nats::NatsBus::open(hookbridge_bus::nats::NatsOptions::new(vec![server.url()], prefix))
+                    .await?,
+            ),
+            Self::Kafka(broker) => {
+                let mut options = hookbridge_bus::kafka::KafkaOptions::new(vec![broker.address()], prefix);
+                options.partitions = 6;
+                options.replication_factor = 1;
+                options.metadata_refresh = Duration::from_millis(500);
+                Arc::new(hookbridge_bus::kafka::KafkaBus::open(options).await?)
+            }
+        })
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    let nats = (args.backend == "nats").then(hookbridge_bus::conformance::NatsServer::start);
+    let broker = Broker::start(&args.backend)?;
     if let Some(events) = args.relay {
         println!(
             "hookbridge relay benchmark ({}): {events} events, {} in flight, loopback",
             args.backend, args.connections
         );
-        let bus: Arc<dyn hookbridge_bus::Bus> = match &nats {
-            Some(server) => Arc::new(
-                hookbridge_bus::nats::NatsBus::open(hookbridge_bus::nats::NatsOptions::new(
-                    vec![server.url()],
-                    "hookbridge",
-                ))
-                .await?,
-            ),
-            None => Arc::new(EmbeddedBus::open(EmbeddedOptions::new(tempfile::tempdir()?.keep()))?),
-        };
+        let bus = broker.open("hookbridge").await?;
         let reports = relay::run(bus, events, args.connections).await?;
         println!();
         println!("{:<34} {:>10} {:>9} {:>9} {:>9}", "scenario", "events/s", "p50 ms", "p99 ms", "max ms");
@@ -139,16 +167,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Ceiling 2: the embedded bus's own publish rate with the same concurrency.
     if wanted(CEILING_BUS) {
-        let bus: Arc<dyn Publisher> = match &nats {
-            Some(server) => Arc::new(
-                hookbridge_bus::nats::NatsBus::open(hookbridge_bus::nats::NatsOptions::new(
-                    vec![server.url()],
-                    "ceiling",
-                ))
-                .await?,
-            ),
-            None => Arc::new(EmbeddedBus::open(EmbeddedOptions::new(tempfile::tempdir()?.keep()))?),
-        };
+        let bus: Arc<dyn Publisher> = broker.open("ceiling").await?;
         reports.push(bus_ceiling(bus, &mailpace, &args).await?);
     }
 
@@ -159,7 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let mut server = Server::hookbridge(&args.hookbridge, dir.path(), nats.as_ref().map(|n| n.url()))?;
+        let mut server = Server::hookbridge(&args.hookbridge, dir.path(), &broker)?;
         reports.push(load::run(name, server.addr, requests, false, &args).await?);
         server.stop();
     }
@@ -274,17 +293,26 @@ impl Server {
         Ok(Self { child, addr: line.trim().parse().context("ceiling server address")? })
     }
 
-    fn hookbridge(binary: &PathBuf, dir: &std::path::Path, nats: Option<String>) -> anyhow::Result<Self> {
+    fn hookbridge(binary: &PathBuf, dir: &std::path::Path, broker: &Broker) -> anyhow::Result<Self> {
         let config = dir.join("hookbridge.toml");
         let mut text = hookbridge_testkit::config_toml(&dir.join("bus"));
-        if let Some(url) = nats {
-            // A fresh stream per scenario: the ids of one run are new to it.
-            // A fresh stream and prefix per scenario: streams may not share subjects.
-            let n = rand_suffix();
-            let stream = format!("BENCH{n}");
-            text = text.replace("backend = \"embedded\"", "backend = \"nats\"");
-            text = text.replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"bench{n}\""));
-            text.push_str(&format!("[bus.nats]\nurl = \"{url}\"\nstream = \"{stream}\"\n"));
+        // A fresh prefix (and stream) per scenario: the ids of one run are new to it.
+        let n = rand_suffix();
+        match broker {
+            Broker::Embedded => {}
+            Broker::Nats(server) => {
+                text = text.replace("backend = \"embedded\"", "backend = \"nats\"");
+                text = text.replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"bench{n}\""));
+                text.push_str(&format!("[bus.nats]\nurl = \"{}\"\nstream = \"BENCH{n}\"\n", server.url()));
+            }
+            Broker::Kafka(broker) => {
+                text = text.replace("backend = \"embedded\"", "backend = \"kafka\"");
+                text = text.replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"bench{n}\""));
+                text.push_str(&format!(
+                    "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 6\nreplication_factor = 1\n",
+                    broker.address()
+                ));
+            }
         }
         std::fs::write(&config, text)?;
         let mut child = Command::new(binary)

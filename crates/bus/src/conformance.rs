@@ -619,8 +619,7 @@ impl KafkaBroker {
     }
 
     fn serve(&mut self, listener: std::net::TcpListener) {
-        let listening =
-            Arc::new(Listening { stopped: false.into(), connections: std::sync::Mutex::new(Vec::new()) });
+        let listening = Arc::new(Listening { stopped: false.into(), connections: std::sync::Mutex::new(Vec::new()) });
         let (state, engine) = (listening.clone(), self.engine.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {

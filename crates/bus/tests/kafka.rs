@@ -143,7 +143,11 @@ async fn a_group_shares_partitions_across_consumers() {
     let mut by_consumer: HashMap<&str, Vec<String>> = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while by_consumer.values().map(Vec::len).sum::<usize>() < events.len() {
-        assert!(tokio::time::Instant::now() < deadline, "only {:?} delivered", by_consumer.values().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {:?} delivered",
+            by_consumer.values().map(Vec::len).collect::<Vec<_>>()
+        );
         tokio::select! {
             Ok(d) = a.next() => { by_consumer.entry("a").or_default().push(d.event.id.clone()); d.ack().await.unwrap(); }
             Ok(d) = b.next() => { by_consumer.entry("b").or_default().push(d.event.id.clone()); d.ack().await.unwrap(); }
@@ -215,9 +219,11 @@ async fn records_follow_the_cloudevents_kafka_binding() {
         .create()
         .unwrap();
     consumer.subscribe(&["hookbridge.email.bounced"]).unwrap();
-    let message = tokio::task::spawn_blocking(move || loop {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            break m.unwrap().detach();
+    let message = tokio::task::spawn_blocking(move || {
+        loop {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                break m.unwrap().detach();
+            }
         }
     })
     .await

@@ -544,10 +544,8 @@ fn build_kafka(raw: &raw::KafkaConfig, prefix: &str) -> Result<KafkaOptions, Pro
         problems.push(("bus.kafka.partitions".into(), "must be at least 1, or -1 for the broker's default".into()));
     }
     if raw.replication_factor == 0 || raw.replication_factor < -1 {
-        problems.push((
-            "bus.kafka.replication_factor".into(),
-            "must be at least 1, or -1 for the broker's default".into(),
-        ));
+        problems
+            .push(("bus.kafka.replication_factor".into(), "must be at least 1, or -1 for the broker's default".into()));
     }
     if raw.publish_timeout < std::time::Duration::from_millis(100) {
         problems.push(("bus.kafka.publish_timeout".into(), "must be at least 100ms".into()));

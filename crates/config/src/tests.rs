@@ -310,11 +310,8 @@ retention = "3d"
         assert_eq!(kafka.brokers, ["b1:9092", "b2:9092"]);
         assert_eq!((kafka.partitions, kafka.replication_factor, kafka.topic_prefix.as_str()), (12, 3, "acme"));
         assert_eq!(kafka.retention, Some(std::time::Duration::from_secs(3 * 24 * 3600)));
-        let props: std::collections::HashMap<&str, &str> = kafka
-            .properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), secrecy::ExposeSecret::expose_secret(v)))
-            .collect();
+        let props: std::collections::HashMap<&str, &str> =
+            kafka.properties.iter().map(|(k, v)| (k.as_str(), secrecy::ExposeSecret::expose_secret(v))).collect();
         assert_eq!(props["sasl.password"], "kafka-sasl-secret");
         assert_eq!(props["session.timeout.ms"], "10000");
         assert!(!format!("{config:?}").contains("kafka-sasl-secret"), "secrets stay out of Debug");

@@ -14,8 +14,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hookbridge_bus::conformance::{KafkaBroker, NatsServer};
-use hookbridge_bus::kafka::{KafkaBus, KafkaOptions};
 use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+use hookbridge_bus::kafka::{KafkaBus, KafkaOptions};
 use hookbridge_bus::nats::{NatsBus, NatsOptions};
 use hookbridge_bus::{Bus, Publisher};
 use hookbridge_config::Config;

@@ -356,14 +356,8 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
         .name("hookbridge-kafka-commit".into())
         .spawn(move || commit_rounds(committer, committed_tracks, commits_rx, committer_group))
         .map_err(|e| Error::Unavailable(format!("cannot start the Kafka committer: {e}")))?;
-    let shared = Arc::new(Shared {
-        bus: bus.clone(),
-        group,
-        retry_topic,
-        tracks,
-        commits: commits_tx,
-        redeliver: redeliver_tx,
-    });
+    let shared =
+        Arc::new(Shared { bus: bus.clone(), group, retry_topic, tracks, commits: commits_tx, redeliver: redeliver_tx });
     Ok(Box::new(KafkaConsumer {
         shared,
         patterns: options.patterns,
@@ -469,12 +463,7 @@ fn commit_rounds(
 }
 
 /// The headers of a retry record.
-pub(super) fn retry_headers(
-    event: &Event,
-    due: DateTime<Utc>,
-    attempt: u32,
-    published: DateTime<Utc>,
-) -> OwnedHeaders {
+pub(super) fn retry_headers(event: &Event, due: DateTime<Utc>, attempt: u32, published: DateTime<Utc>) -> OwnedHeaders {
     let (due, attempt, published) =
         (due.timestamp_millis().to_string(), attempt.to_string(), published.timestamp_millis().to_string());
     super::event_headers(event)
@@ -504,7 +493,9 @@ impl KafkaConsumer {
         };
         Ok(Some(Held {
             attempt: header(&message, ATTEMPT_HEADER).and_then(|a| a.parse().ok()).unwrap_or(1),
-            published: header(&message, PUBLISHED_HEADER).and_then(|p| p.parse().ok()).map_or(timestamp, millis_to_time),
+            published: header(&message, PUBLISHED_HEADER)
+                .and_then(|p| p.parse().ok())
+                .map_or(timestamp, millis_to_time),
             due: header(&message, DUE_HEADER).and_then(|d| d.parse().ok()).map_or(timestamp, millis_to_time),
             partition,
             offset,

@@ -364,9 +364,7 @@ impl KafkaBus {
                             topic
                         }
                     }
-                    TopicKind::DeadLetters => {
-                        NewTopic::new(name, 1, replication).set("retention.ms", &dlq_retention)
-                    }
+                    TopicKind::DeadLetters => NewTopic::new(name, 1, replication).set("retention.ms", &dlq_retention),
                     TopicKind::State => NewTopic::new(name, 1, replication).set("cleanup.policy", "compact"),
                 }
             })
@@ -642,12 +640,7 @@ fn reader_config(options: &KafkaOptions) -> ClientConfig {
 
 /// A header's value as text.
 pub(crate) fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+    message.headers()?.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
 }
 
 pub(crate) fn millis_to_time(ms: i64) -> DateTime<Utc> {

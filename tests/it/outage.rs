@@ -1,4 +1,6 @@
-//! The binary on NATS JetStream: a broker outage under load.
+//! The binary on a broker (NATS JetStream, Kafka): the broker goes away
+//! under load. While it is away the ingress answers 503 and never 200; every
+//! event answered 200 is delivered once it is back.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -6,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use hookbridge_bus::conformance::NatsServer;
+use hookbridge_bus::conformance::{KafkaBroker, NatsServer};
 use hookbridge_testkit::keys;
 use hookbridge_testkit::recorder::Recorder;
 
@@ -20,20 +22,58 @@ struct Answers {
     ok_while_down: AtomicU64,
 }
 
+/// A broker a test can take away and bring back.
+trait Broker {
+    fn stop(&mut self);
+    fn resume(&mut self);
+}
+
+impl Broker for NatsServer {
+    fn stop(&mut self) {
+        NatsServer::stop(self);
+    }
+    fn resume(&mut self) {
+        NatsServer::resume(self);
+    }
+}
+
+impl Broker for KafkaBroker {
+    fn stop(&mut self) {
+        KafkaBroker::stop(self);
+    }
+    fn resume(&mut self) {
+        KafkaBroker::resume(self);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_outage_is_503_and_everything_acknowledged_is_delivered() {
+async fn a_nats_outage_is_503_and_everything_acknowledged_is_delivered() {
+    let server = NatsServer::start();
+    let bus = format!("[bus.nats]\nurl = \"{}\"\n", server.url());
+    outage(server, "nats", &bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_outage_is_503_and_everything_acknowledged_is_delivered() {
+    let broker = KafkaBroker::start();
+    let bus = format!(
+        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 1\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\npublish_timeout = \"5s\"\n",
+        broker.address()
+    );
+    outage(broker, "kafka", &bus).await;
+}
+
+async fn outage(mut server: impl Broker, backend: &str, bus_toml: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = NatsServer::start();
     let recorder = Recorder::spawn().await;
     let extra = format!(
-        "[bus.nats]\nurl = \"{}\"\n{}",
-        server.url(),
+        "{bus_toml}{}",
         subscriber_toml("billing", &recorder.url(), "retry_schedule = [\"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\"]")
     );
     let config = write_config_with(dir.path(), &extra);
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("backend = \"embedded\"", "backend = \"nats\"")
+        .replace("backend = \"embedded\"", &format!("backend = \"{backend}\""))
         .replace("publish_timeout = \"2s\"", "publish_timeout = \"1s\"");
     std::fs::write(&config, text).unwrap();
     let running = Running::start(&config);
