@@ -333,9 +333,6 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    for (key, value) in &o.properties {
-        config.set(key, secrecy::ExposeSecret::expose_secret(value));
-    }
     let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
         config
             .create_with_context(GroupContext { tracks: tracks.clone(), group: group.clone() })

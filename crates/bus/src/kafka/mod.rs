@@ -66,8 +66,9 @@ pub struct KafkaOptions {
     pub brokers: Vec<String>,
     pub topic_prefix: String,
     /// librdkafka properties passed through untouched (`security.protocol`,
-    /// `sasl.*`, `ssl.*`, tuning), applied to every client after
-    /// hookbridge's own.
+    /// `sasl.*`, `ssl.*`, tuning), applied to every client. The few that
+    /// hookbridge sets per client (`group.id`, `acks`, …) win; the config
+    /// refuses them.
     pub properties: Vec<(String, SecretString)>,
     /// Create missing topics with the settings below.
     pub create_topics: bool,
@@ -243,9 +244,6 @@ impl KafkaBus {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", options.publish_timeout.as_millis().max(1).to_string());
-        for (key, value) in &options.properties {
-            producer_config.set(key, value.expose_secret());
-        }
         let producer: FutureProducer<Context> = producer_config
             .create_with_context(Context)
             .map_err(|e| kafka_error("cannot create the Kafka producer", &e))?;
