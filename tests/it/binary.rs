@@ -133,7 +133,7 @@ fn check_reports_every_problem_and_fails() {
 
 #[test]
 fn the_example_configs_are_valid() {
-    for example in ["examples/hookbridge.toml", "examples/hookbridge-nats.toml"] {
+    for example in ["examples/hookbridge.toml", "examples/hookbridge-nats.toml", "examples/hookbridge-kafka.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
         let out = Command::new(BIN).args(["check", "--config"]).arg(path).output().unwrap();
         assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));

@@ -121,18 +121,20 @@ pub struct KafkaConfig {
 }
 
 impl Default for KafkaConfig {
+    /// The backend's own defaults, so they are written down once.
     fn default() -> Self {
+        let d = hookbridge_bus::kafka::KafkaOptions::new(vec!["127.0.0.1:9092".into()], "hookbridge");
         Self {
-            brokers: OneOrMany::One("127.0.0.1:9092".into()),
-            create_topics: true,
-            partitions: 6,
-            replication_factor: -1,
-            retention: Some(Duration::from_secs(7 * 24 * 3600)),
-            dead_letter_retention: None,
-            publish_timeout: Duration::from_secs(10),
-            duplicate_window: Duration::from_secs(120),
-            duplicate_capacity: 100_000,
-            metadata_refresh: Duration::from_secs(10),
+            brokers: OneOrMany::Many(d.brokers),
+            create_topics: d.create_topics,
+            partitions: d.partitions,
+            replication_factor: d.replication_factor,
+            retention: d.retention,
+            dead_letter_retention: d.dead_letter_retention,
+            publish_timeout: d.publish_timeout,
+            duplicate_window: d.duplicate_window,
+            duplicate_capacity: d.duplicate_capacity,
+            metadata_refresh: d.metadata_refresh,
             properties: BTreeMap::new(),
         }
     }
