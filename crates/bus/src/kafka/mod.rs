@@ -220,6 +220,9 @@ fn kafka_error(context: &str, e: &KafkaError) -> Error {
     }
 }
 
+/// Group clients kept at most (see `KafkaBus::group_client`).
+const MAX_GROUP_CLIENTS: usize = 64;
+
 /// How long metadata and offset look-ups may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -312,10 +315,15 @@ impl KafkaBus {
 
     /// The event topics matching `patterns`.
     async fn event_topics(&self, patterns: &[EventPattern]) -> Result<Vec<String>> {
+        Ok(self.matching(&self.topic_names().await?, patterns))
+    }
+
+    /// Of `names`, the event topics matching `patterns`, sorted.
+    fn matching(&self, names: &[String], patterns: &[EventPattern]) -> Vec<String> {
         let mut topics: Vec<String> =
-            self.topic_names().await?.into_iter().filter(|t| self.inner.options.matches(t, patterns)).collect();
+            names.iter().filter(|t| self.inner.options.matches(t, patterns)).cloned().collect();
         topics.sort();
-        Ok(topics)
+        topics
     }
 
     /// Creates the topics that do not exist yet (when `create_topics` is on).
@@ -500,10 +508,17 @@ impl KafkaBus {
     }
 
     /// The client that reads and commits `group`'s offsets outside the group.
+    /// Kept for the groups asked about often (each subscriber's, every status
+    /// interval); bounded, since every replay has a group of its own.
     fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer<Context>>> {
         let mut clients = self.inner.group_clients.lock().expect("clients lock");
         if let Some(client) = clients.get(group) {
             return Ok(client.clone());
+        }
+        if clients.len() >= MAX_GROUP_CLIENTS {
+            // Closing a client waits for librdkafka: not on the async threads.
+            let old: Vec<_> = clients.drain().map(|(_, c)| c).collect();
+            std::thread::spawn(move || drop(old));
         }
         let mut config = reader_config(&self.inner.options);
         config.set("group.id", group);
@@ -595,8 +610,15 @@ impl KafkaBus {
     /// The group's dead letters, and the offset of the last record of the
     /// dead-letter topic.
     async fn dead_letter_records(&self, group: &str) -> Result<Vec<(i64, OwnedMessage)>> {
+        let names = self.topic_names().await?;
+        self.dead_letter_records_in(group, &names).await
+    }
+
+    /// [`dead_letter_records`](Self::dead_letter_records) with the cluster's
+    /// topic names already at hand.
+    async fn dead_letter_records_in(&self, group: &str, names: &[String]) -> Result<Vec<(i64, OwnedMessage)>> {
         let topic = self.inner.options.dlq_topic(group);
-        if !self.topic_names().await?.contains(&topic) {
+        if !names.contains(&topic) {
             return Ok(Vec::new());
         }
         let ranges = self.ranges(std::slice::from_ref(&topic)).await?;
@@ -776,9 +798,10 @@ impl Bus for KafkaBus {
     }
 
     async fn group_status(&self, group: &str, patterns: &[EventPattern]) -> Result<GroupStatus> {
-        let mut topics = self.event_topics(patterns).await?;
-        let retry = self.inner.options.retry_topic(group);
+        // One metadata read serves the event, retry and dead-letter topics.
         let names = self.topic_names().await?;
+        let mut topics = self.matching(&names, patterns);
+        let retry = self.inner.options.retry_topic(group);
         if names.contains(&retry) {
             topics.push(retry.clone());
         }
@@ -809,7 +832,7 @@ impl Bus for KafkaBus {
                     .map(millis_to_time)
             })
             .min();
-        status.dead_letters = self.dead_letter_records(group).await?.len() as u64;
+        status.dead_letters = self.dead_letter_records_in(group, &names).await?.len() as u64;
         Ok(status)
     }
 
