@@ -62,6 +62,8 @@ macro_rules! conformance_tests {
             state_is_shared_and_durable,
             count_between_counts_a_window,
             retention_by_age,
+            a_group_that_exists_misses_nothing_published_while_away,
+            a_member_joins_a_running_group_without_its_help,
         );
         $crate::conformance_tests!(@mut_cases $store; a_broker_outage_loses_nothing_acknowledged);
     };
@@ -135,6 +137,8 @@ fn options(group: &str, patterns: &[&str], start: StartFrom) -> SubscribeOptions
 }
 
 const FROM_START: StartFrom = StartFrom::Committed { if_new: NewGroup::Earliest };
+/// How the relay subscribes: a new group starts at the latest event.
+const AS_RELAY: StartFrom = StartFrom::Committed { if_new: NewGroup::Latest };
 
 async fn next(consumer: &mut Box<dyn Consumer>) -> Delivery {
     tokio::time::timeout(Duration::from_secs(10), consumer.next())
@@ -356,6 +360,73 @@ pub async fn concurrent_consumers_share_a_group(store: &dyn Store) {
     }
     assert_eq!(total, events.len(), "each event delivered to exactly one consumer");
     assert_eq!(seen, events.iter().map(|e| e.id.clone()).collect::<HashSet<_>>());
+}
+
+/// A group that exists (started once, stopped before it committed anything)
+/// misses nothing published while it was away: neither events of a type it
+/// had seen, nor those of a type whose topic appeared meanwhile; and, having
+/// started at the latest event, nothing from before its first start.
+pub async fn a_group_that_exists_misses_nothing_published_while_away(store: &dyn Store) {
+    let before = event("email.sent");
+    let away = [event("email.sent"), event("email.sent"), event("email.complained"), event("email.complained")];
+    {
+        let bus = store.open().await;
+        publish(&bus, std::slice::from_ref(&before)).await;
+        let consumer = bus.subscribe(options("away", &["*"], AS_RELAY)).await.unwrap();
+        drop(consumer);
+        publish(&bus, &away).await;
+    }
+    let bus = store.open().await;
+    let mut consumer = bus.subscribe(options("away", &["*"], AS_RELAY)).await.unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < away.len() {
+        let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("every event published while the group was away, within 30s")
+            .expect("consumer works");
+        assert_ne!(d.event.id, before.id, "an event from before the group's first start");
+        seen.insert(d.event.id.clone());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(seen, away.iter().map(|e| e.id.clone()).collect::<HashSet<_>>());
+    assert_quiet(&mut consumer, Duration::from_millis(300)).await;
+}
+
+/// A second member (a relay replica, or a restart while the old process is
+/// still a member) joins a running group that holds unsettled work on a new
+/// type, without needing the group to be empty, and the two together
+/// deliver everything.
+pub async fn a_member_joins_a_running_group_without_its_help(store: &dyn Store) {
+    let bus = store.open().await;
+    let mut first = bus.subscribe(options("joined", &["*"], AS_RELAY)).await.unwrap();
+    let events: Vec<_> = (0..6).map(|_| event("email.clicked")).collect();
+    publish(&bus, &events[..3]).await;
+    let held = next(&mut first).await;
+    let second = tokio::time::timeout(Duration::from_secs(30), bus.subscribe(options("joined", &["*"], AS_RELAY)))
+        .await
+        .expect("a member joins within 30s")
+        .expect("a member joins a group that has running members");
+    drop(held);
+    publish(&bus, &events[3..]).await;
+    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let total = events.len();
+    let mut tasks = Vec::new();
+    for mut consumer in [first, second] {
+        let seen = seen.clone();
+        tasks.push(tokio::spawn(async move {
+            while seen.lock().unwrap().len() < total && tokio::time::Instant::now() < deadline {
+                if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(100), consumer.next()).await {
+                    seen.lock().unwrap().insert(d.event.id.clone());
+                    d.ack().await.unwrap();
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(*seen.lock().unwrap(), events.iter().map(|e| e.id.clone()).collect::<HashSet<_>>());
 }
 
 pub async fn groups_are_independent(store: &dyn Store) {

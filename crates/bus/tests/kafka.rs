@@ -106,6 +106,8 @@ mod tansu {
         dead_letters_are_kept_replayed_and_discarded,
         group_status_counts_outstanding_work,
         state_is_shared_and_durable,
+        a_group_that_exists_misses_nothing_published_while_away,
+        a_member_joins_a_running_group_without_its_help,
     );
 
     #[test]

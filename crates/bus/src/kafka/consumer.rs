@@ -19,8 +19,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookbridge_event::{Event, EventPattern, TopicName};
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Message as _, OwnedHeaders, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,14 +30,14 @@ use super::{
     ATTEMPT_HEADER, Context, DUE_HEADER, FAILURE_HEADER, KafkaBus, PUBLISHED_HEADER, TopicKind, event_key, header,
     kafka_error, millis_to_time,
 };
-use crate::{Acker, Consumer, Delivery, Error, Failure, NewGroup, Result, StartFrom, SubscribeOptions};
+use crate::{Acker, Consumer, Delivery, Error, Failure, Result, StartFrom, SubscribeOptions};
 
 /// Records waiting in the channel before the partitions are paused.
 const MAX_WAITING: usize = 2_000;
 /// Retries held in memory before the retry partitions are paused.
 const MAX_HELD_RETRIES: usize = 20_000;
 
-type Partition = (String, i32);
+use super::start::Partition;
 
 /// The settlement state of one assigned partition.
 #[derive(Debug)]
@@ -125,15 +127,26 @@ fn commit_list(offsets: &[(Partition, i64)]) -> TopicPartitionList {
     tpl
 }
 
-/// The group consumer's context: keeps the tracks right across rebalances.
+/// The group consumer's context: keeps the tracks right across rebalances
+/// and places the partitions the group has no committed offset in.
 struct GroupContext {
     tracks: Arc<Mutex<Tracks>>,
     group: String,
+    /// The group's start positions (see [`super::start`]).
+    start: HashMap<Partition, i64>,
+    /// Reads the group's committed offsets from outside it (never joins).
+    offsets: Arc<BaseConsumer<Context>>,
 }
 
 /// How long a commit may take before the settlements waiting for it fail
 /// (their events come again).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The session timeout of a relay's group member unless the configuration's
+/// `properties` set `session.timeout.ms`: how long a killed relay holds its
+/// partitions before the broker gives them to another member (librdkafka's
+/// own default is 45 s).
+pub(super) const SESSION_TIMEOUT_MS: &str = "10000";
 
 impl ClientContext for GroupContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -145,39 +158,89 @@ impl ClientContext for GroupContext {
     }
 }
 
-impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut tracks = self.tracks.lock().expect("tracks lock");
-        match rebalance {
-            Rebalance::Revoke(revoked) => {
-                // Commit what was settled while the partitions are still
-                // ours (asynchronously: a blocking commit inside a rebalance
-                // can wait for the rebalance itself).
-                let offsets = tracks.to_commit(Some(revoked));
-                if !offsets.is_empty()
-                    && let Err(error) = consumer.commit(&commit_list(&offsets), CommitMode::Async)
-                {
-                    tracing::warn!(group = %self.group, %error, "cannot commit before a rebalance; those events come again");
-                }
-                for element in revoked.elements() {
-                    tracks.partitions.remove(&(element.topic().to_owned(), element.partition()));
-                }
+impl GroupContext {
+    /// Sets the offset of each assigned partition that has a start position
+    /// and no committed offset; the others keep librdkafka's choice (the
+    /// committed offset, or the first retained record).
+    fn place(&self, assigned: &mut TopicPartitionList) {
+        let mut wanted = TopicPartitionList::new();
+        for element in assigned.elements() {
+            if self.start.contains_key(&(element.topic().to_owned(), element.partition())) {
+                wanted.add_partition(element.topic(), element.partition());
             }
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(error) => {
-                tracing::warn!(group = %self.group, %error, "Kafka rebalance error");
-                tracks.partitions.clear();
+        }
+        if wanted.count() == 0 {
+            return;
+        }
+        // A separate client: this one is inside its rebalance. Should the
+        // look-up fail, every partition falls back to its committed offset
+        // or its first record: events come again, none is skipped.
+        let committed = match self.offsets.committed_offsets(wanted, super::LOOKUP_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(group = %self.group, %error, "cannot read the group's offsets while assigning; reading unplaced partitions from their start");
+                return;
+            }
+        };
+        for element in committed.elements() {
+            if let Offset::Offset(_) = element.offset() {
+                continue;
+            }
+            let partition = (element.topic().to_owned(), element.partition());
+            if let Some(start) = self.start.get(&partition)
+                && let Err(error) = assigned.set_partition_offset(&partition.0, partition.1, Offset::Offset(*start))
+            {
+                tracing::warn!(group = %self.group, %error, "cannot place a Kafka partition; it is read from its start");
             }
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(assigned) = rebalance {
-            let mut tracks = self.tracks.lock().expect("tracks lock");
-            for element in assigned.elements() {
-                tracks.assign((element.topic().to_owned(), element.partition()));
+    /// Commits what the revoked partitions settled while they are still
+    /// ours, and forgets them.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
+        let mut tracks = self.tracks.lock().expect("tracks lock");
+        // Asynchronously: a blocking commit inside a rebalance can wait for
+        // the rebalance itself.
+        let offsets = tracks.to_commit(Some(revoked));
+        if !offsets.is_empty()
+            && let Err(error) = consumer.commit(&commit_list(&offsets), CommitMode::Async)
+        {
+            tracing::warn!(group = %self.group, %error, "cannot commit before a rebalance; those events come again");
+        }
+        for element in revoked.elements() {
+            tracks.partitions.remove(&(element.topic().to_owned(), element.partition()));
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    // The whole callback rather than pre/post hooks: only here can the
+    // assignment's offsets be set before it takes effect.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.place(tpl);
+                let assigned = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(error) = assigned {
+                    tracing::warn!(group = %self.group, %error, "cannot take the Kafka partitions assigned");
+                    return;
+                }
+                let mut tracks = self.tracks.lock().expect("tracks lock");
+                for element in tpl.elements() {
+                    tracks.assign((element.topic().to_owned(), element.partition()));
+                }
+                tracing::debug!(group = %self.group, partitions = tpl.count(), "Kafka partitions assigned");
             }
-            tracing::debug!(group = %self.group, partitions = assigned.count(), "Kafka partitions assigned");
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(consumer, tpl);
+                let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+            }
+            other => {
+                tracing::warn!(group = %self.group, error = %RDKafkaErrorCode::from(other), "Kafka rebalance error");
+                self.tracks.lock().expect("tracks lock").partitions.clear();
+                let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+            }
         }
     }
 }
@@ -291,53 +354,47 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
     bus.ensure_topics(&[(retry_topic.clone(), TopicKind::Retry)]).await?;
 
     // Settle where the group starts before it joins, so nothing published
-    // from now on can be skipped.
-    let event_ranges = bus.ranges(&bus.event_topics(&options.patterns).await?).await?;
-    let retry_ranges = bus.ranges(std::slice::from_ref(&retry_topic)).await?;
-    let positions: Vec<(String, i32, i64)> = match options.start {
-        StartFrom::Committed { if_new } => {
-            let all: Vec<_> = event_ranges.iter().chain(&retry_ranges).cloned().collect();
-            let committed = bus.committed(&group, &all).await?;
-            all.iter()
-                .zip(committed)
-                .filter(|(_, c)| c.is_none())
-                .map(|((topic, partition, low, high), _)| {
-                    let start = if topic == &retry_topic || if_new == NewGroup::Earliest { *low } else { *high };
-                    (topic.clone(), *partition, start)
-                })
-                .collect()
-        }
-        start => {
-            let event_offsets: Vec<i64> = match start {
+    // from now on can be skipped. A group that already exists needs nothing
+    // from its other members: positions are placed at assignment.
+    let start = match options.start {
+        StartFrom::Committed { if_new } => bus.group_start(&group, &options.patterns, &retry_topic, if_new).await?,
+        reset => {
+            // A reset commits from outside the group, which must then have
+            // no running member; it drops the retries it had pending.
+            let event_ranges = bus.ranges(&bus.event_topics(&options.patterns).await?).await?;
+            let retry_ranges = bus.ranges(std::slice::from_ref(&retry_topic)).await?;
+            let event_offsets: Vec<i64> = match reset {
                 StartFrom::Earliest => event_ranges.iter().map(|r| r.2).collect(),
                 StartFrom::Latest => event_ranges.iter().map(|r| r.3).collect(),
                 StartFrom::Time(time) => bus.offsets_at(&event_ranges, time).await?,
                 StartFrom::Committed { .. } => unreachable!("handled above"),
             };
-            // A reset group drops the retries it had pending.
-            event_ranges
+            let positions = event_ranges
                 .iter()
                 .zip(event_offsets)
                 .map(|((topic, partition, ..), offset)| (topic.clone(), *partition, offset))
                 .chain(retry_ranges.iter().map(|(topic, partition, _, high)| (topic.clone(), *partition, *high)))
-                .collect()
+                .collect();
+            bus.commit_for(&group, positions).await?;
+            HashMap::new()
         }
     };
-    bus.commit_for(&group, positions).await?;
 
     let tracks = Arc::new(Mutex::new(Tracks::default()));
     let mut config = o.client_config();
+    if !o.properties.iter().any(|(key, _)| key == "session.timeout.ms") {
+        config.set("session.timeout.ms", SESSION_TIMEOUT_MS);
+    }
     config
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
-        config
-            .create_with_context(GroupContext { tracks: tracks.clone(), group: group.clone() })
-            .map_err(|e| kafka_error("cannot create the Kafka consumer", &e))?,
-    );
+    let context =
+        GroupContext { tracks: tracks.clone(), group: group.clone(), start, offsets: bus.group_client(&group)? };
+    let consumer: Arc<StreamConsumer<GroupContext>> =
+        Arc::new(config.create_with_context(context).map_err(|e| kafka_error("cannot create the Kafka consumer", &e))?);
     let topics = subscriptions(&o.topic_prefix, &options.patterns, &retry_topic);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs).map_err(|e| kafka_error("cannot subscribe", &e))?;

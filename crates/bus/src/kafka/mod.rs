@@ -22,6 +22,7 @@
 
 mod consumer;
 mod dedupe;
+mod start;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -478,12 +479,18 @@ impl KafkaBus {
             reader.assign(&tpl).map_err(|e| kafka_error("cannot read Kafka", &e))?;
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             let mut out = Vec::new();
+            // librdkafka reports a lost connection as an error and then
+            // reconnects: only a read still failing at the deadline fails.
+            let mut last_error = None;
             let result = loop {
                 if left.is_empty() {
                     break Ok(out);
                 }
                 if std::time::Instant::now() > deadline {
-                    break Err(Error::Unavailable("reading Kafka took longer than 15s".into()));
+                    break Err(match last_error {
+                        Some(e) => kafka_error("cannot read Kafka", &e),
+                        None => Error::Unavailable("reading Kafka took longer than 15s".into()),
+                    });
                 }
                 match reader.poll(Duration::from_millis(100)) {
                     Some(Ok(message)) => {
@@ -497,7 +504,11 @@ impl KafkaBus {
                             }
                         }
                     }
-                    Some(Err(e)) => break Err(kafka_error("cannot read Kafka", &e)),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "a Kafka read failed; retrying");
+                        last_error = Some(e);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     None => {}
                 }
             };
@@ -645,6 +656,22 @@ impl KafkaBus {
     async fn remove_dead_letter(&self, group: &str, id: &str) -> Result<()> {
         let headers = OwnedHeaders::new().insert(Header { key: REMOVED_HEADER, value: Some(id) });
         self.produce(&self.inner.options.dlq_topic(group), None, None, headers, Some(0)).await.map(|_| ())
+    }
+}
+
+impl KafkaBus {
+    /// Every value written under `key` in the state topic, oldest first
+    /// (`None` for a removal); compaction may have dropped older ones.
+    pub(crate) async fn state_values(&self, key: &str) -> Result<Vec<Option<Vec<u8>>>> {
+        let topic = self.inner.options.state_topic();
+        let ranges = self.ranges(std::slice::from_ref(&topic)).await?;
+        Ok(self
+            .read(ranges)
+            .await?
+            .into_iter()
+            .filter(|record| record.key() == Some(key.as_bytes()))
+            .map(|record| record.payload().map(<[u8]>::to_vec))
+            .collect())
     }
 }
 
@@ -850,15 +877,7 @@ impl Bus for KafkaBus {
     }
 
     async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let topic = self.inner.options.state_topic();
-        let ranges = self.ranges(std::slice::from_ref(&topic)).await?;
-        let mut value = None;
-        for record in self.read(ranges).await? {
-            if record.key() == Some(key.as_bytes()) {
-                value = record.payload().map(<[u8]>::to_vec);
-            }
-        }
-        Ok(value)
+        Ok(self.state_values(key).await?.pop().flatten())
     }
 
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {
