@@ -286,6 +286,37 @@ async fn the_circuit_opens_and_a_probe_closes_it() {
     wait_state(&app, "healthy").await;
 }
 
+/// An event the subscriber filters out never counts as the probe's answer:
+/// while the endpoint keeps failing, the circuit stays open however many
+/// filtered events pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_event_does_not_close_the_circuit() {
+    let recorder = Recorder::spawn().await;
+    recorder.answer(Reply::status(503));
+    let extra = "providers = [\"mailpace\"]\nretry_schedule = [\"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"]\ncircuit_failure_threshold = 3\ncircuit_probe_interval = \"700ms\"\nmax_in_flight = 1";
+    let app = TestApp::spawn_relay(&format!(
+        "[[relay.subscribers]]\nname = \"mailpace-only\"\nurl = \"{}\"\nevents = [\"*\"]\n{extra}\n",
+        recorder.url()
+    ))
+    .await;
+    app.send("mailpace", "email.queued", 1).await;
+    recorder.wait_for(3, WAIT).await;
+    wait_state(&app, "circuit_open").await;
+    for seq in 2..5 {
+        app.send("mailpipe", "email.sent", seq).await;
+    }
+    // Several probe intervals: each probe goes to the failing endpoint.
+    let until = tokio::time::Instant::now() + Duration::from_millis(3000);
+    while tokio::time::Instant::now() < until {
+        let (_, subs) = app.admin(Method::GET, "/admin/subscribers", None).await;
+        assert_ne!(subs[0]["state"], "healthy", "the circuit closed without the endpoint answering 2xx");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requests = recorder.requests();
+    assert!(requests.len() >= 4, "probes reached the endpoint: {}", requests.len());
+    assert!(requests.iter().all(|r| r.json()["provider"] == "mailpace"), "a filtered event was delivered");
+}
+
 /// Waits until the first subscriber is in `state`.
 async fn wait_state(app: &TestApp, state: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -233,6 +233,18 @@ impl Relay {
                     }
                 },
             };
+            // An event this subscriber filters out is settled without the
+            // circuit: only the endpoint's answers may close it.
+            if !sub.settings.accepts(&delivery.event) {
+                self.metrics.filtered(&sub.settings.name);
+                let name = sub.settings.name.clone();
+                self.tracker.spawn(async move {
+                    let id = delivery.event.id.clone();
+                    settle(&name, &id, delivery.ack().await);
+                    drop(permit);
+                });
+                continue;
+            }
             // The circuit is asked with an event in hand: a retry that fell
             // due while the circuit opened waits here like any other event.
             // Dropping a delivery (shutdown, disabled) hands it back.
@@ -258,18 +270,10 @@ impl Relay {
         }
     }
 
-    /// Delivers one event and settles it: ack, durable retry, or dead letter.
+    /// Delivers one event the subscriber accepts and settles it: ack,
+    /// durable retry, or dead letter.
     async fn deliver(&self, sub: &Subscriber, delivery: Delivery, probe: bool) {
         let name = &sub.settings.name;
-        if !sub.settings.accepts(&delivery.event) {
-            self.metrics.filtered(name);
-            settle(name, &delivery.event.id.clone(), delivery.ack().await);
-            if probe {
-                sub.circuit.record(true, true);
-                sub.wake.notify_waiters();
-            }
-            return;
-        }
         let started = std::time::Instant::now();
         let attempt = deliver::attempt(&sub.client, &sub.settings, &delivery.event).await;
         let took = started.elapsed();
