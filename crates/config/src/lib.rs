@@ -205,20 +205,7 @@ impl Config {
         };
         let nats = if raw.bus.backend == Backend::Nats {
             match build_nats(&raw.bus.nats, &raw.bus.topic_prefix) {
-                Ok(options) => {
-                    for (i, s) in raw.relay.subscribers.iter().enumerate() {
-                        if s.timeout >= options.ack_wait {
-                            problem(
-                                format!("relay.subscribers[{i}].timeout"),
-                                format!(
-                                    "must be shorter than bus.nats.ack_wait ({:?}), or JetStream redelivers deliveries still in flight",
-                                    options.ack_wait
-                                ),
-                            );
-                        }
-                    }
-                    Some(options)
-                }
+                Ok(options) => Some(options),
                 Err(errs) => {
                     errs.into_iter().for_each(|(p, m)| problem(p, m));
                     None

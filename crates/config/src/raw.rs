@@ -194,7 +194,7 @@ impl Default for NatsConfig {
             max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             max_bytes: None,
             duplicate_window: Duration::from_secs(120),
-            ack_wait: Duration::from_secs(60),
+            ack_wait: Duration::from_secs(30),
         }
     }
 }

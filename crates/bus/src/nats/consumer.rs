@@ -1,5 +1,6 @@
 //! A consumer group on JetStream: a durable pull consumer read as a stream.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -81,16 +82,33 @@ impl Consumer for NatsConsumer {
                 let _ = message.ack().await;
                 continue;
             }
-            let acker = NatsAcker { bus: self.bus.clone(), message: Some(message) };
+            let message = Arc::new(message);
+            let progress = tokio::spawn(in_progress(message.clone(), self.bus.inner.options.ack_wait)).abort_handle();
+            let acker = NatsAcker { bus: self.bus.clone(), message: Some(message), progress };
             return Ok(Delivery::new(event, attempt, published, Box::new(acker)));
         }
+    }
+}
+
+/// Tells JetStream, every third of `ack_wait`, that a delivery is still
+/// being worked on, so a slow subscriber is never raced by a redelivery,
+/// while a delivery held by a process that died comes again after
+/// `ack_wait`.
+async fn in_progress(message: Arc<jetstream::Message>, ack_wait: Duration) {
+    let every = (ack_wait / 3).max(Duration::from_millis(300));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        let _ = message.ack_with(AckKind::Progress).await;
     }
 }
 
 struct NatsAcker {
     bus: NatsBus,
     /// Taken when settled; a drop with it still here asks for redelivery now.
-    message: Option<jetstream::Message>,
+    message: Option<Arc<jetstream::Message>>,
+    /// The task that keeps the delivery in progress; ended when settled.
+    progress: tokio::task::AbortHandle,
 }
 
 impl std::fmt::Debug for NatsAcker {
@@ -100,7 +118,8 @@ impl std::fmt::Debug for NatsAcker {
 }
 
 impl NatsAcker {
-    fn take(&mut self) -> jetstream::Message {
+    fn take(&mut self) -> Arc<jetstream::Message> {
+        self.progress.abort();
         self.message.take().expect("settled once")
     }
 }
@@ -128,6 +147,7 @@ impl Acker for NatsAcker {
 
 impl Drop for NatsAcker {
     fn drop(&mut self) {
+        self.progress.abort();
         if let Some(message) = self.message.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {

@@ -80,7 +80,10 @@ pub struct NatsOptions {
     pub max_age: Option<Duration>,
     pub max_bytes: Option<i64>,
     pub duplicate_window: Duration,
-    /// How long a delivery may stay unacknowledged before JetStream offers it again.
+    /// How long a delivery may go without a word from its relay before
+    /// JetStream offers it again: the relay reports progress every third of
+    /// it while a delivery is in flight, so this bounds how long the
+    /// deliveries of a relay that died wait, not how long a delivery may take.
     pub ack_wait: Duration,
 }
 
@@ -99,7 +102,7 @@ impl NatsOptions {
             max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             max_bytes: None,
             duplicate_window: Duration::from_secs(120),
-            ack_wait: Duration::from_secs(60),
+            ack_wait: Duration::from_secs(30),
         }
     }
 }
