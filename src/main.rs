@@ -151,6 +151,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     } else {
         None
     };
+    let signalled = shutdown_on_signal(shutdown.clone());
     tracing::info!(
         webhooks = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("-".to_owned(), |a| a.to_string()),
         admin = %admin.local_addr()?,
@@ -160,7 +161,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
         subscribers = relay.as_ref().map_or(0, |_| config.relay.subscribers.len()),
         "hookbridge listening"
     );
-    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    tokio::spawn(signalled);
     let admin_stop = CancellationToken::new();
     let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
     let admin_task = tokio::spawn(async move { admin_server.await });
@@ -211,25 +212,30 @@ fn metrics_registry(role: Role) -> anyhow::Result<prometheus::Registry> {
 }
 
 /// Fires `token` on SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_on_signal(token: CancellationToken) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+fn shutdown_on_signal(token: CancellationToken) -> impl Future<Output = ()> {
+    // Registered now, before the process says it is listening: a SIGTERM
+    // that comes right after must drain, not kill with the default action.
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    async move {
+        #[cfg(unix)]
+        match signals {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested; draining");
+        token.cancel();
     }
-    tracing::info!("shutdown requested; draining");
-    token.cancel();
 }

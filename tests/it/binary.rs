@@ -25,9 +25,15 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// `hookbridge run` (ingress and relay in one process).
     pub(crate) fn start(config: &Path) -> Self {
+        Self::start_as("run", config)
+    }
+
+    /// `hookbridge VERB` (`run` or `ingress`: a process with a webhook listener).
+    pub(crate) fn start_as(verb: &str, config: &Path) -> Self {
         let mut child = Command::new(BIN)
-            .args(["run", "--config"])
+            .args([verb, "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -91,13 +97,18 @@ fn cli(config: &Path, admin: SocketAddr, args: &[&str]) -> (bool, String) {
 }
 
 async fn send(client: &reqwest::Client, running: &Running, seq: u64) -> String {
-    let (body, (name, sig)) = keys::signed(&keys::signer("mailpipe"), "email.sent", seq, Utc::now());
+    send_event(client, running, "email.sent", seq).await
+}
+
+/// Sends a signed Mailpipe `event`; the id of the accepted event.
+pub(crate) async fn send_event(client: &reqwest::Client, running: &Running, event: &str, seq: u64) -> String {
+    let (body, (name, sig)) = keys::signed(&keys::signer("mailpipe"), event, seq, Utc::now());
     let response = client.post(running.url("mailpipe")).header(name, sig).body(body).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     response.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
@@ -278,7 +289,7 @@ async fn kill_9_during_publishing_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_relay_during_delivery_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    relay_kill_9(dir.path(), "embedded", "").await;
+    relay_kill_9(dir.path(), "embedded", "", 8).await;
 }
 
 /// On Kafka the killed process's group member lingers until its session
@@ -295,12 +306,42 @@ async fn kill_9_of_the_relay_on_kafka_loses_nothing() {
          [bus.kafka.properties]\n\"session.timeout.ms\" = 6000\n",
         broker.address()
     );
-    relay_kill_9(dir.path(), "kafka", &bus).await;
+    relay_kill_9(dir.path(), "kafka", &bus, 8).await;
 }
 
-/// Kills hookbridge (SIGKILL) with deliveries in flight, restarts it, and
-/// waits for every published event to reach the subscriber.
-async fn relay_kill_9(dir: &Path, backend: &str, bus_toml: &str) {
+/// Killed at its first delivery, before it ever committed: the restarted
+/// relay joins while the dead member still holds the group (nothing needs
+/// the group empty), takes the partitions once the session times out, and
+/// reads them from where the group was born.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_relay_before_its_first_commit_on_kafka_loses_nothing() {
+    let broker = hookbridge_bus::conformance::Tansu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = format!(
+        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 2\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n\
+         [bus.kafka.properties]\n\"session.timeout.ms\" = 6000\n",
+        broker.address()
+    );
+    let recovery = relay_kill_9(dir.path(), "kafka", &bus, 1).await;
+    eprintln!("kafka (tansu, session.timeout.ms 6000): everything delivered {recovery:?} after the restart");
+}
+
+/// The same on NATS: what the killed relay had fetched comes again after
+/// `ack_wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_relay_before_its_first_ack_on_nats_loses_nothing() {
+    let server = hookbridge_bus::conformance::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = format!("[bus.nats]\nurl = \"{}\"\nack_wait = \"3s\"\n", server.url());
+    let recovery = relay_kill_9(dir.path(), "nats", &bus, 1).await;
+    assert!(recovery >= Duration::from_secs(2), "in-flight deliveries came back before ack_wait: {recovery:?}");
+    eprintln!("nats (ack_wait 3s): everything delivered {recovery:?} after the restart");
+}
+
+/// Kills hookbridge (SIGKILL) with deliveries in flight once `kill_after`
+/// have reached the subscriber, restarts it, and waits for every published
+/// event to reach the subscriber; how long that took after the restart.
+async fn relay_kill_9(dir: &Path, backend: &str, bus_toml: &str, kill_after: usize) -> Duration {
     let recorder = Recorder::spawn().await;
     recorder.answer(Reply { status: 200, retry_after: None, delay: Duration::from_millis(100) });
     let extra = format!("{bus_toml}{}", subscriber_toml("slow", &recorder.url(), "max_in_flight = 4"));
@@ -313,17 +354,18 @@ async fn relay_kill_9(dir: &Path, backend: &str, bus_toml: &str) {
     for seq in 0..60 {
         sent.insert(send(&client, &running, seq).await);
     }
-    recorder.wait_for(8, Duration::from_secs(20)).await;
+    recorder.wait_for(kill_after, Duration::from_secs(20)).await;
     running.child.kill().unwrap(); // SIGKILL, deliveries in flight
     running.child.wait().unwrap();
     assert!(recorder.requests().len() < sent.len(), "killed before the end");
 
     let _restarted = Running::start(&config);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    let restarted = tokio::time::Instant::now();
+    let deadline = restarted + Duration::from_secs(45);
     loop {
         let received: HashSet<String> = recorder.requests().iter().map(|r| r.event_id()).collect();
         if sent.is_subset(&received) {
-            break;
+            return restarted.elapsed();
         }
         assert!(
             tokio::time::Instant::now() < deadline,

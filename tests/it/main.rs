@@ -8,4 +8,5 @@ mod observability;
 mod outage;
 mod rejections;
 mod relay;
+mod restarts;
 mod unavailable;
