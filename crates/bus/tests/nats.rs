@@ -56,3 +56,50 @@ impl Store for Nats {
 }
 
 hookbridge_bus::conformance_tests!(Nats::new());
+
+/// A delivery held longer than `ack_wait` (a slow subscriber) is reported in
+/// progress, so JetStream does not offer it to another member meanwhile;
+/// once its holder dies (its runtime, connection and tasks end without a
+/// word), it comes again after `ack_wait`.
+#[test]
+fn a_delivery_in_flight_is_not_redelivered_until_its_holder_dies() {
+    use std::time::Duration;
+
+    use hookbridge_bus::{NewGroup, StartFrom, SubscribeOptions};
+    use hookbridge_event::EventPattern;
+
+    let store = Arc::new(Nats::new());
+    let options = SubscribeOptions {
+        group: "slow".into(),
+        patterns: vec![EventPattern::All],
+        start: StartFrom::Committed { if_new: NewGroup::Earliest },
+    };
+    let event = hookbridge_bus::conformance::event("email.sent");
+    let runtime = || tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+
+    // The holder, in a runtime of its own: shutting it down is its death.
+    let holder = runtime();
+    let (store2, options2, event2) = (store.clone(), options.clone(), event.clone());
+    let held = holder.block_on(async move {
+        let bus = store2.open().await;
+        bus.publish(&event2).await.unwrap();
+        let mut consumer = bus.subscribe(options2).await.unwrap();
+        let held = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.unwrap().unwrap();
+        (bus, consumer, held)
+    });
+
+    let other = runtime();
+    other.block_on(async {
+        let bus = store.open().await;
+        let mut second = bus.subscribe(options).await.unwrap();
+        // Three times ack_wait (2 s): no other member gets it.
+        if let Ok(again) = tokio::time::timeout(Duration::from_secs(6), second.next()).await {
+            panic!("redelivered while in flight: {:?}", again.map(|d| d.event.id));
+        }
+        std::mem::forget(held);
+        holder.shutdown_background();
+        let again = tokio::time::timeout(Duration::from_secs(10), second.next()).await.unwrap().unwrap();
+        assert_eq!(again.event.id, event.id);
+        again.ack().await.unwrap();
+    });
+}
