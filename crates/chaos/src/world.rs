@@ -1,0 +1,466 @@
+//! The system under test: the real `hookbridge` binary as separate ingress
+//! and relay processes (one `run` process on the embedded bus), a real
+//! broker, and the subscribers they deliver to.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use hookbridge_bus::conformance::{NatsServer, Tansu};
+use hookbridge_testkit::keys;
+use tokio_util::sync::CancellationToken;
+
+use crate::subscriber::Subscriber;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Embedded,
+    Nats,
+    Kafka,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Nats => "nats",
+            Self::Kafka => "kafka",
+        }
+    }
+
+    /// Every process of a run on this backend.
+    pub fn processes(self) -> Vec<Proc> {
+        match self {
+            Self::Embedded => vec![Proc::Run],
+            _ => vec![Proc::Ingress(0), Proc::Ingress(1), Proc::Relay(0), Proc::Relay(1)],
+        }
+    }
+}
+
+/// One hookbridge process of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proc {
+    /// `hookbridge run`: ingress and relay (the embedded bus).
+    Run,
+    Ingress(usize),
+    Relay(usize),
+}
+
+impl Proc {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Ingress(_) => "ingress",
+            Self::Relay(_) => "relay",
+        }
+    }
+
+    pub fn delivers(self) -> bool {
+        matches!(self, Self::Run | Self::Relay(_))
+    }
+
+    pub fn takes_webhooks(self) -> bool {
+        matches!(self, Self::Run | Self::Ingress(_))
+    }
+}
+
+impl fmt::Display for Proc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Run => f.write_str("run"),
+            Self::Ingress(i) => write!(f, "ingress-{i}"),
+            Self::Relay(i) => write!(f, "relay-{i}"),
+        }
+    }
+}
+
+/// A process slot: its ports stay the same across restarts.
+#[derive(Debug)]
+struct Slot {
+    child: Option<Child>,
+    webhooks: u16,
+    admin: u16,
+    /// Whether its subscriber list has `late`.
+    with_late: bool,
+}
+
+#[derive(Debug)]
+enum Broker {
+    None,
+    Nats(NatsServer),
+    Kafka { _tansu: Tansu, proxy: Proxy },
+}
+
+pub const ADMIN_TOKEN: &str = "chaos-admin-token";
+
+#[derive(Debug)]
+pub struct World {
+    pub backend: Backend,
+    bin: PathBuf,
+    pub dir: PathBuf,
+    broker: Mutex<Broker>,
+    bus_toml: String,
+    slots: Mutex<HashMap<Proc, Slot>>,
+    pub subscribers: Vec<Arc<Subscriber>>,
+    /// When `late` was first part of a running relay's list.
+    pub late_born: Mutex<Option<DateTime<Utc>>>,
+    /// Processes that exited without being told to.
+    pub crashes: Mutex<Vec<String>>,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("bound").port()
+}
+
+impl World {
+    /// Starts the broker and the subscribers; no hookbridge process yet.
+    ///
+    /// # Errors
+    /// When the broker cannot be started.
+    pub async fn new(backend: Backend, bin: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let (broker, bus_toml) = match backend {
+            Backend::Embedded => (Broker::None, format!("[bus.embedded]\npath = \"{}\"\n", dir.join("bus").display())),
+            Backend::Nats => {
+                let server = tokio::task::spawn_blocking(NatsServer::start).await?;
+                let toml = format!("[bus.nats]\nurl = \"{}\"\n", server.url());
+                (Broker::Nats(server), toml)
+            }
+            Backend::Kafka => {
+                let (port, advertised) = (free_port(), free_port());
+                let tansu = tokio::task::spawn_blocking(move || Tansu::start_advertising(port, advertised)).await?;
+                let proxy = Proxy::start(advertised, port).await?;
+                // tansu holds a join for about half the session timeout.
+                let toml = format!(
+                    "[bus.kafka]\nbrokers = [\"127.0.0.1:{advertised}\"]\npartitions = 3\nreplication_factor = 1\n\
+                     metadata_refresh = \"1s\"\npublish_timeout = \"5s\"\n"
+                );
+                (Broker::Kafka { _tansu: tansu, proxy }, toml)
+            }
+        };
+        let subscribers = vec![
+            Subscriber::spawn("all", vec!["*"], vec![]).await,
+            Subscriber::spawn("bounces", vec!["email.bounced"], vec![]).await,
+            Subscriber::spawn("email", vec!["email.*"], vec![]).await,
+            Subscriber::spawn("mailpace", vec!["*"], vec!["mailpace"]).await,
+            Subscriber::spawn("late", vec!["email.*", "domain.*"], vec![]).await,
+        ];
+        let slots = backend
+            .processes()
+            .into_iter()
+            .map(|p| (p, Slot { child: None, webhooks: free_port(), admin: free_port(), with_late: false }))
+            .collect();
+        Ok(Self {
+            backend,
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            broker: Mutex::new(broker),
+            bus_toml,
+            slots: Mutex::new(slots),
+            subscribers,
+            late_born: Mutex::new(None),
+            crashes: Mutex::default(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
+        })
+    }
+
+    fn config(&self, process: Proc, webhooks: u16, admin: u16, with_late: bool) -> String {
+        let mut text = format!(
+            "[bus]\nbackend = \"{backend}\"\ntopic_prefix = \"chaos\"\n{bus}\n\
+             [ingress]\nlisten = \"127.0.0.1:{webhooks}\"\npublish_timeout = \"3s\"\nshutdown_grace = \"5s\"\n\
+             [[ingress.sources]]\nname = \"mailpipe\"\nprovider = \"mailpipe\"\nsecrets = [\"{mailpipe}\"]\n\
+             [[ingress.sources]]\nname = \"mailpace\"\nprovider = \"mailpace\"\npublic_keys = [\"{mailpace}\"]\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n\
+             [relay]\nshutdown_grace = \"5s\"\nstatus_interval = \"1s\"\n",
+            backend = self.backend.name(),
+            bus = self.bus_toml,
+            mailpipe = keys::MAILPIPE_SECRET,
+            mailpace = keys::public_key_b64(&keys::mailpace_key()),
+        );
+        if process.delivers() {
+            for s in &self.subscribers {
+                if s.name != "late" || with_late {
+                    text.push_str(&s.toml());
+                }
+            }
+        }
+        text
+    }
+
+    /// Starts `process` (if it is not running) and waits until its admin
+    /// port answers; when it has `late` for the first time, that is `late`'s
+    /// birth.
+    ///
+    /// # Errors
+    /// When it does not come up within 60 s.
+    pub async fn start(&self, process: Proc) -> anyhow::Result<()> {
+        let admin = {
+            let mut slots = self.slots.lock().expect("slots lock");
+            let slot = slots.get_mut(&process).context("no such process")?;
+            if slot.child.is_some() {
+                return Ok(());
+            }
+            let config = self.dir.join(format!("{process}.toml"));
+            std::fs::write(&config, self.config(process, slot.webhooks, slot.admin, slot.with_late))?;
+            let log =
+                std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{process}.log")))?;
+            let child = Command::new(&self.bin)
+                .args([process.verb(), "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot start {}", self.bin.display()))?;
+            slot.child = Some(child);
+            slot.admin
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = format!("http://127.0.0.1:{admin}/healthz");
+            if self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{process} did not come up within 60s (see {}/{process}.log)", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let with_late = self.slots.lock().expect("slots lock").get(&process).is_some_and(|s| s.with_late);
+        if with_late {
+            let mut born = self.late_born.lock().expect("born lock");
+            born.get_or_insert_with(Utc::now);
+        }
+        Ok(())
+    }
+
+    /// Stops `process`: SIGKILL, or SIGTERM and a wait for it to exit.
+    pub async fn stop(&self, process: Proc, kill: bool) {
+        let child = self.slots.lock().expect("slots lock").get_mut(&process).and_then(|s| s.child.take());
+        let Some(mut child) = child else { return };
+        if kill {
+            let _ = child.kill();
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let status = tokio::task::spawn_blocking(move || {
+            // Longer than its shutdown grace: a hang here is a finding.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return Some(status),
+                    Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return None;
+                    }
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        match status {
+            Some(status) if status.success() => {}
+            Some(status) => self.crash(format!("{process} exited with {status} after SIGTERM")),
+            None => self.crash(format!("{process} did not exit within 20s of SIGTERM")),
+        }
+    }
+
+    fn crash(&self, what: String) {
+        eprintln!("chaos: {what}");
+        self.crashes.lock().expect("crashes lock").push(what);
+    }
+
+    /// Processes that exited by themselves since the last look (restarted).
+    pub async fn reap(&self) {
+        let exited: Vec<(Proc, String)> = {
+            let mut slots = self.slots.lock().expect("slots lock");
+            slots
+                .iter_mut()
+                .filter_map(|(process, slot)| {
+                    let status = slot.child.as_mut()?.try_wait().ok()??;
+                    slot.child = None;
+                    Some((*process, format!("{process} exited by itself with {status}")))
+                })
+                .collect()
+        };
+        for (process, what) in exited {
+            self.crash(what);
+            if let Err(error) = self.start(process).await {
+                self.crash(format!("{process} cannot start again: {error:#}"));
+            }
+        }
+    }
+
+    /// Flips whether relay `process` has `late`; it takes effect at its next start.
+    pub fn toggle_late(&self, process: Proc) {
+        if let Some(slot) = self.slots.lock().expect("slots lock").get_mut(&process) {
+            slot.with_late = !slot.with_late;
+        }
+    }
+
+    /// Gives every relay `late` (if it was ever born), for the end of a run.
+    pub fn late_everywhere(&self) -> Vec<Proc> {
+        if self.late_born.lock().expect("born lock").is_none() {
+            return Vec::new();
+        }
+        let mut slots = self.slots.lock().expect("slots lock");
+        slots
+            .iter_mut()
+            .filter(|(p, s)| p.delivers() && !s.with_late)
+            .map(|(p, s)| {
+                s.with_late = true;
+                *p
+            })
+            .collect()
+    }
+
+    pub fn running(&self, process: Proc) -> bool {
+        self.slots.lock().expect("slots lock").get(&process).is_some_and(|s| s.child.is_some())
+    }
+
+    /// The webhook URLs of the processes taking webhooks, running or not.
+    pub fn webhook_urls(&self) -> Vec<String> {
+        let slots = self.slots.lock().expect("slots lock");
+        let mut urls: Vec<(String, String)> = slots
+            .iter()
+            .filter(|(p, _)| p.takes_webhooks())
+            .map(|(p, s)| (p.to_string(), format!("http://127.0.0.1:{}/webhooks", s.webhooks)))
+            .collect();
+        urls.sort();
+        urls.into_iter().map(|(_, u)| u).collect()
+    }
+
+    /// The admin base URLs of the running relays.
+    pub fn relay_admins(&self) -> Vec<String> {
+        let slots = self.slots.lock().expect("slots lock");
+        let mut urls: Vec<String> = slots
+            .iter()
+            .filter(|(p, s)| p.delivers() && s.child.is_some())
+            .map(|(_, s)| format!("http://127.0.0.1:{}", s.admin))
+            .collect();
+        urls.sort();
+        urls
+    }
+
+    /// Calls the admin API of a running relay (the `n`th, wrapping).
+    ///
+    /// # Errors
+    /// When no relay runs or it does not answer 2xx.
+    pub async fn admin(&self, n: usize, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
+        let admins = self.relay_admins();
+        if admins.is_empty() {
+            bail!("no relay is running");
+        }
+        let url = format!("{}{path}", admins[n % admins.len()]);
+        let response = self
+            .http
+            .request(method, &url)
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{url}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// Takes the broker away.
+    pub async fn broker_down(&self) {
+        let mut broker = self.broker.lock().expect("broker lock");
+        match &mut *broker {
+            Broker::None => {}
+            Broker::Nats(server) => server.stop(),
+            Broker::Kafka { proxy, .. } => proxy.cut(),
+        }
+    }
+
+    /// Brings the broker back.
+    pub async fn broker_up(&self) {
+        let proxy = {
+            let mut broker = self.broker.lock().expect("broker lock");
+            match &mut *broker {
+                Broker::None => None,
+                Broker::Nats(server) => {
+                    server.resume();
+                    None
+                }
+                Broker::Kafka { proxy, .. } => Some(proxy.clone()),
+            }
+        };
+        if let Some(proxy) = proxy {
+            proxy.restore().await;
+        }
+    }
+
+    /// Stops every process.
+    pub async fn shut_down(&self) {
+        for process in self.backend.processes() {
+            self.stop(process, true).await;
+        }
+    }
+}
+
+/// A TCP proxy in front of the Kafka broker, which advertises the proxy's
+/// address: cutting it closes every connection and refuses new ones, the
+/// broker unreachable as a network fault makes it; restoring listens again.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    port: u16,
+    target: u16,
+    cut: Arc<Mutex<CancellationToken>>,
+}
+
+impl Proxy {
+    async fn start(port: u16, target: u16) -> anyhow::Result<Self> {
+        let proxy = Self { port, target, cut: Arc::new(Mutex::new(CancellationToken::new())) };
+        proxy.restore().await;
+        Ok(proxy)
+    }
+
+    fn cut(&self) {
+        self.cut.lock().expect("proxy lock").cancel();
+    }
+
+    async fn restore(&self) {
+        let token = CancellationToken::new();
+        *self.cut.lock().expect("proxy lock") = token.clone();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let target = self.target;
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = token.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else { continue };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+    }
+}
