@@ -103,9 +103,17 @@ pub fn evaluate(snapshot: &Snapshot<'_>) -> Verdict {
             }
             match bodies.get(r.event_id.as_str()) {
                 Some(first) if **first != r.body => {
+                    let changed: Vec<&String> = r
+                        .body
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, v)| first.get(k.as_str()) != Some(*v))
+                        .map(|(k, _)| k)
+                        .collect();
                     verdict.violate(
                         "a delivery's body changed",
-                        format!("to {}", subscriber.name),
+                        format!("to {} ({changed:?} changed)", subscriber.name),
                         Some(r.event_id.clone()),
                     );
                 }
@@ -152,7 +160,9 @@ pub fn evaluate(snapshot: &Snapshot<'_>) -> Verdict {
             continue;
         }
         for (id, accepted) in snapshot.accepted {
-            if !subscriber.matches(&accepted.ty, accepted.provider) || born.is_none_or(|b| accepted.at <= b) {
+            // Sent before the subscriber was born: it may have been
+            // published before, and then it is not the subscriber's.
+            if !subscriber.matches(&accepted.ty, accepted.provider) || born.is_none_or(|b| accepted.sent <= b) {
                 continue;
             }
             if !verdict.settled.contains_key(&(subscriber.name, id.clone())) {

@@ -209,6 +209,23 @@ async fn run(
         verdict.violations.entry("a process ended by itself").or_default().push((crash.clone(), None));
     }
     report(schedule, &outcomes, &ledger, &accepted, &verdict, start, settled_after, seed);
+    if verdict.violation_count() > 0 {
+        // What the relays say of each subscriber, for the investigation.
+        for admin in 0..world.relay_admins().len() {
+            if let Ok(list) = world.admin(admin, Method::GET, "/admin/subscribers").await {
+                for s in list.as_array().into_iter().flatten() {
+                    println!(
+                        "  relay {admin} says: {} {} backlog {} retries {} dead letters {}",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["state"].as_str().unwrap_or("?"),
+                        s["backlog"],
+                        s["pending_retries"],
+                        s["dead_letters"]
+                    );
+                }
+            }
+        }
+    }
     Ok(verdict.violation_count())
 }
 
@@ -357,33 +374,32 @@ fn report(
     seed: u64,
 ) {
     let started = Utc::now() - chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
-    println!("what happened:");
-    for (fault, outcome) in schedule.iter().zip(outcomes) {
-        let state = match (&outcome.ended, &outcome.note) {
-            (None, note) => format!("skipped ({})", note.as_deref().unwrap_or("-")),
-            (Some(at), note) => {
-                let at = (*at - started).as_seconds_f64();
-                format!("over at t+{at:.1}s{}", note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())
-            }
-        };
-        println!("  {fault}: {state}");
-    }
-    let executed = outcomes.iter().filter(|o| o.ended.is_some()).count();
-    let mut by_kind: BTreeMap<&str, (usize, Vec<f64>)> = BTreeMap::new();
-    for (fault, outcome) in schedule.iter().zip(outcomes) {
-        let Some(ended) = outcome.ended else { continue };
-        // Recovery: until everything accepted before the fault was over is
-        // settled everywhere it must be (an upper bound where faults overlap).
-        let recovery = verdict
+    // Recovery: from the end of a fault until everything accepted before
+    // then is settled everywhere it must be (an upper bound where faults
+    // overlap: a subscriber failing meanwhile counts too).
+    let recovery = |ended: DateTime<Utc>| {
+        verdict
             .settled
             .iter()
             .filter(|((_, id), _)| accepted.get(id).is_some_and(|a| a.at < ended))
             .map(|(_, at)| (*at - ended).as_seconds_f64())
-            .fold(0.0_f64, f64::max);
+            .fold(0.0_f64, f64::max)
+    };
+    println!("what happened:");
+    let mut by_kind: BTreeMap<&str, (usize, Vec<f64>)> = BTreeMap::new();
+    for (fault, outcome) in schedule.iter().zip(outcomes) {
+        let note = outcome.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let Some(ended) = outcome.ended else {
+            println!("  {fault}: skipped{note}");
+            continue;
+        };
+        let took = recovery(ended);
+        println!("  {fault}: over at t+{:.1}s{note}, recovered {took:.1}s later", (ended - started).as_seconds_f64());
         let entry = by_kind.entry(fault.action.kind()).or_default();
         entry.0 += 1;
-        entry.1.push(recovery);
+        entry.1.push(took);
     }
+    let executed = outcomes.iter().filter(|o| o.ended.is_some()).count();
     println!("figures:");
     println!(
         "  events accepted: {} ({} resent by providers, {} answers other than 200 retried, {} webhooks given up)",
@@ -420,7 +436,12 @@ fn report(
             format!(" accepted at t+{:.1}s; faults around it: {}", (a.at - started).as_seconds_f64(), near.join(" | "))
         };
         if !verdict.missing.is_empty() {
-            println!("  neither delivered nor dead-lettered: {}", verdict.missing.len());
+            let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+            for (subscriber, _) in &verdict.missing {
+                *per.entry(subscriber).or_default() += 1;
+            }
+            let per: Vec<String> = per.iter().map(|(s, n)| format!("{n} to {s}")).collect();
+            println!("  neither delivered nor dead-lettered: {} ({})", verdict.missing.len(), per.join(", "));
             for (subscriber, id) in verdict.missing.iter().take(20) {
                 let ty = accepted.get(id).map_or("?", |a| a.ty.as_str());
                 println!("    {id} ({ty}) to {subscriber};{}", around(id));

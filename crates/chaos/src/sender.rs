@@ -24,6 +24,9 @@ pub struct Accepted {
     pub provider: &'static str,
     /// When the first 200 came.
     pub at: DateTime<Utc>,
+    /// When it was first sent: it may have been published from then on
+    /// (an ingress killed before it could answer).
+    pub sent: DateTime<Utc>,
     source: &'static str,
     body: Vec<u8>,
     header: (&'static str, String),
@@ -99,7 +102,7 @@ fn signer(provider: Provider) -> Signer {
     keys::signer(source(provider))
 }
 
-/// Posts one webhook until an ingress answers 200 (about 30 s of tries);
+/// Posts one webhook until an ingress answers 200 (30 s of tries);
 /// the event id it answered.
 async fn post(
     world: &World,
@@ -110,7 +113,8 @@ async fn post(
     mut k: usize,
 ) -> Option<String> {
     let urls = world.webhook_urls();
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
         let url = format!("{}/{source}", urls[k % urls.len()]);
         k += 1;
         let response = world.http.post(&url).header(header.0, &header.1).body(body.to_vec()).send().await;
@@ -176,6 +180,7 @@ pub fn spawn(
                             ty: expected.ty,
                             provider: provider.as_str(),
                             at: Utc::now(),
+                            sent: now,
                             source: src,
                             body,
                             header,

@@ -426,7 +426,9 @@ pub struct Proxy {
 
 impl Proxy {
     async fn start(port: u16, target: u16) -> anyhow::Result<Self> {
-        let proxy = Self { port, target, cut: Arc::new(Mutex::new(CancellationToken::new())) };
+        let cut = CancellationToken::new();
+        cut.cancel();
+        let proxy = Self { port, target, cut: Arc::new(Mutex::new(cut)) };
         proxy.restore().await;
         Ok(proxy)
     }
@@ -435,9 +437,16 @@ impl Proxy {
         self.cut.lock().expect("proxy lock").cancel();
     }
 
+    /// Listens again, if cut.
     async fn restore(&self) {
-        let token = CancellationToken::new();
-        *self.cut.lock().expect("proxy lock") = token.clone();
+        let token = {
+            let mut cut = self.cut.lock().expect("proxy lock");
+            if !cut.is_cancelled() {
+                return;
+            }
+            *cut = CancellationToken::new();
+            cut.clone()
+        };
         let listener = loop {
             match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
                 Ok(listener) => break listener,
