@@ -89,6 +89,9 @@ async fn open_bus(config: &Config) -> anyhow::Result<(Arc<dyn hookbridge_bus::Bu
     }
 }
 
+/// How long a stopping relay waits for its consumers to leave their groups.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Which halves of hookbridge a process runs.
 #[derive(Debug, Clone, Copy)]
 struct Role {
@@ -184,6 +187,11 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(?grace, "shutdown grace period over with work in flight; exiting");
         }
+    }
+    // The relay's consumers leave their groups (Kafka), so the other
+    // replicas take over its partitions now, not after a session timeout.
+    if relay.is_some() && tokio::time::timeout(CLOSE_WAIT, bus.close()).await.is_err() {
+        tracing::warn!(wait = ?CLOSE_WAIT, "the bus's consumers did not close in time; other relays take over after the session timeout");
     }
     admin_stop.cancel();
     let _ = admin_task.await;

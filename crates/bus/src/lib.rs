@@ -139,6 +139,11 @@ pub trait Bus: Publisher {
     /// When the backend cannot be read.
     async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
+    /// Waits until every consumer dropped so far has let go of the bus (on
+    /// Kafka: left its group, so other members take its partitions at once).
+    /// Callers bound it with a timeout: an unreachable broker can hold it.
+    async fn close(&self) {}
+
     /// Sets (or with `None` removes) a value read by [`get_state`](Bus::get_state).
     ///
     /// # Errors

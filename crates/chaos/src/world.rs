@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use hookbridge_bus::conformance::{NatsServer, Tansu};
+use hookbridge_bus::conformance::{KafkaBroker, NatsServer, Tansu};
 use hookbridge_testkit::keys;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +93,14 @@ struct Slot {
 enum Broker {
     None,
     Nats(NatsServer),
-    Kafka { _tansu: Tansu, proxy: Proxy },
+    /// noida-db's Kafka engine in this process: stopping it closes every
+    /// connection and the listener, its log kept.
+    Noida(KafkaBroker),
+    /// tansu (a process), behind a proxy that cuts it off.
+    Tansu {
+        _tansu: Tansu,
+        proxy: Proxy,
+    },
 }
 
 pub const ADMIN_TOKEN: &str = "chaos-admin-token";
@@ -114,6 +121,19 @@ pub struct World {
     pub http: reqwest::Client,
 }
 
+fn kafka_toml(port: u16) -> String {
+    let mut toml = format!(
+        "[bus.kafka]\nbrokers = [\"127.0.0.1:{port}\"]\npartitions = 3\nreplication_factor = 1\n\
+         metadata_refresh = \"1s\"\npublish_timeout = \"5s\"\n"
+    );
+    // HB_CHAOS_KAFKA_DEBUG: librdkafka's `debug` contexts (e.g. cgrp), for an
+    // investigation with HB_CHAOS_LOG=info,librdkafka=debug.
+    if let Ok(debug) = std::env::var("HB_CHAOS_KAFKA_DEBUG") {
+        toml.push_str(&format!("[bus.kafka.properties]\n\"debug\" = \"{debug}\"\n"));
+    }
+    toml
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("bound").port()
 }
@@ -131,16 +151,16 @@ impl World {
                 let toml = format!("[bus.nats]\nurl = \"{}\"\n", server.url());
                 (Broker::Nats(server), toml)
             }
-            Backend::Kafka => {
+            Backend::Kafka if std::env::var("HB_CHAOS_KAFKA").is_ok_and(|b| b == "tansu") => {
                 let (port, advertised) = (free_port(), free_port());
                 let tansu = tokio::task::spawn_blocking(move || Tansu::start_advertising(port, advertised)).await?;
                 let proxy = Proxy::start(advertised, port).await?;
-                // tansu holds a join for about half the session timeout.
-                let toml = format!(
-                    "[bus.kafka]\nbrokers = [\"127.0.0.1:{advertised}\"]\npartitions = 3\nreplication_factor = 1\n\
-                     metadata_refresh = \"1s\"\npublish_timeout = \"5s\"\n"
-                );
-                (Broker::Kafka { _tansu: tansu, proxy }, toml)
+                (Broker::Tansu { _tansu: tansu, proxy }, kafka_toml(advertised))
+            }
+            Backend::Kafka => {
+                let broker = KafkaBroker::start();
+                let toml = kafka_toml(broker.port);
+                (Broker::Noida(broker), toml)
             }
         };
         let subscribers = vec![
@@ -212,7 +232,8 @@ impl World {
             let child = Command::new(&self.bin)
                 .args([process.verb(), "--config"])
                 .arg(&config)
-                .env("RUST_LOG", "info")
+                // HB_CHAOS_LOG: the processes' log filter, for an investigation.
+                .env("RUST_LOG", std::env::var("HB_CHAOS_LOG").unwrap_or_else(|_| "info".into()))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -384,7 +405,8 @@ impl World {
         match &mut *broker {
             Broker::None => {}
             Broker::Nats(server) => server.stop(),
-            Broker::Kafka { proxy, .. } => proxy.cut(),
+            Broker::Noida(broker) => broker.stop(),
+            Broker::Tansu { proxy, .. } => proxy.cut(),
         }
     }
 
@@ -398,7 +420,11 @@ impl World {
                     server.resume();
                     None
                 }
-                Broker::Kafka { proxy, .. } => Some(proxy.clone()),
+                Broker::Noida(broker) => {
+                    broker.resume();
+                    None
+                }
+                Broker::Tansu { proxy, .. } => Some(proxy.clone()),
             }
         };
         if let Some(proxy) = proxy {

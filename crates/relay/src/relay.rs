@@ -163,6 +163,7 @@ impl Relay {
             }
             for sub in self.subscribers.values() {
                 let name = sub.settings.name.as_str();
+                self.sync_disabled(sub).await;
                 self.set_health_gauges(sub);
                 match self.bus.group_status(&sub.group, &sub.settings.events).await {
                     Ok(status) => {
@@ -177,6 +178,35 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Takes up what another relay process stored: a subscriber disabled or
+    /// enabled through its admin API (or disabled by its 410) is so on
+    /// every replica within `status_interval`.
+    async fn sync_disabled(&self, sub: &Subscriber) {
+        if !sub.settings.enabled {
+            return;
+        }
+        let stored: Option<Disabled> = match self.bus.get_state(&state_key(&sub.settings.name)).await {
+            Ok(bytes) => bytes.and_then(|b| serde_json::from_slice(&b).ok()),
+            Err(error) => {
+                tracing::warn!(subscriber = %sub.settings.name, %error, "cannot read the subscriber's stored state");
+                return;
+            }
+        };
+        if *sub.disabled.borrow() == stored {
+            return;
+        }
+        match &stored {
+            None => {
+                sub.circuit.reset();
+                tracing::info!(subscriber = %sub.settings.name, "subscriber enabled by another relay");
+            }
+            Some(disabled) => {
+                tracing::warn!(subscriber = %sub.settings.name, reason = %disabled.reason, "subscriber disabled by another relay");
+            }
+        }
+        sub.disabled.send_replace(stored);
     }
 
     fn set_health_gauges(&self, sub: &Subscriber) {

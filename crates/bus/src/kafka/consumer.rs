@@ -136,6 +136,8 @@ struct GroupContext {
     start: HashMap<Partition, i64>,
     /// Reads the group's committed offsets from outside it (never joins).
     offsets: Arc<BaseConsumer<Context>>,
+    /// Counts this consumer open until it is destroyed (closed).
+    _open: super::OpenConsumer,
 }
 
 /// How long a commit may take before the settlements waiting for it fail
@@ -391,8 +393,13 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    let context =
-        GroupContext { tracks: tracks.clone(), group: group.clone(), start, offsets: bus.group_client(&group)? };
+    let context = GroupContext {
+        tracks: tracks.clone(),
+        group: group.clone(),
+        start,
+        offsets: bus.group_client(&group)?,
+        _open: super::OpenConsumer::new(&bus.inner.open_consumers),
+    };
     let consumer: Arc<StreamConsumer<GroupContext>> =
         Arc::new(config.create_with_context(context).map_err(|e| kafka_error("cannot create the Kafka consumer", &e))?);
     let topics = subscriptions(&o.topic_prefix, &options.patterns, &retry_topic);
@@ -404,14 +411,21 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
     let (redeliver_tx, redelivered) = mpsc::unbounded_channel();
     let waiting = Arc::new(AtomicUsize::new(0));
     let held_retries = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(poll(consumer.clone(), records_tx, waiting.clone(), held_retries.clone(), retry_topic.clone()));
-    let (committer, committed_tracks, committer_group) = (consumer, tracks.clone(), group.clone());
+    let shared =
+        Arc::new(Shared { bus: bus.clone(), group, retry_topic, tracks, commits: commits_tx, redeliver: redeliver_tx });
+    tokio::spawn(poll(
+        consumer.clone(),
+        records_tx,
+        Arc::downgrade(&shared),
+        waiting.clone(),
+        held_retries.clone(),
+        shared.retry_topic.clone(),
+    ));
+    let (committer, committed_tracks, committer_group) = (consumer, shared.tracks.clone(), shared.group.clone());
     std::thread::Builder::new()
         .name("hookbridge-kafka-commit".into())
         .spawn(move || commit_rounds(committer, committed_tracks, commits_rx, committer_group))
         .map_err(|e| Error::Unavailable(format!("cannot start the Kafka committer: {e}")))?;
-    let shared =
-        Arc::new(Shared { bus: bus.clone(), group, retry_topic, tracks, commits: commits_tx, redeliver: redeliver_tx });
     Ok(Box::new(KafkaConsumer {
         shared,
         patterns: options.patterns,
@@ -423,17 +437,23 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
     }))
 }
 
-/// Polls the group's consumer until it is dropped, handing records over.
+/// Polls the group's consumer, handing records over, until the consumer
+/// and every delivery of it are gone: deliveries still in flight at shutdown
+/// need their commits, and a commit needs a consumer whose rebalances are
+/// served. Then the consumer is closed, which revokes its partitions (their
+/// settled offsets committed) and leaves the group, so the other members
+/// take over at once rather than after the session timeout.
 async fn poll(
     consumer: Arc<StreamConsumer<GroupContext>>,
     records: mpsc::UnboundedSender<OwnedMessage>,
+    shared: std::sync::Weak<Shared>,
     waiting: Arc<AtomicUsize>,
     held_retries: Arc<AtomicUsize>,
     retry_topic: String,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let (mut events_paused, mut retries_paused) = (false, false);
-    while !records.is_closed() {
+    while shared.strong_count() > 0 {
         tokio::select! {
             _ = tick.tick() => {
                 let want_events = waiting.load(Ordering::Relaxed) >= MAX_WAITING;
@@ -458,8 +478,11 @@ async fn poll(
             // Also serves rebalances.
             message = consumer.recv() => match message {
                 Ok(message) => {
-                    waiting.fetch_add(1, Ordering::Relaxed);
-                    let _ = records.send(message.detach());
+                    // Once the consumer is gone, a record is dropped untracked:
+                    // it comes again to whoever reads the partition next.
+                    if records.send(message.detach()).is_ok() {
+                        waiting.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read from Kafka; retrying");
@@ -473,7 +496,7 @@ async fn poll(
 
 /// Drops a handle of the group's consumer on a thread of its own: the last
 /// one closes it, leaving the group, which may wait for an unreachable
-/// broker, so shutdown never waits for it.
+/// broker; [`Bus::close`](crate::Bus::close) waits for it, bounded by its caller.
 fn close(consumer: Arc<StreamConsumer<GroupContext>>) {
     std::thread::spawn(move || drop(consumer));
 }

@@ -203,6 +203,8 @@ pub(crate) struct Inner {
     group_clients: Mutex<HashMap<String, Arc<BaseConsumer<Context>>>>,
     /// Topics known to exist.
     known_topics: Mutex<HashSet<String>>,
+    /// How many group consumers are not closed yet.
+    pub(crate) open_consumers: Arc<tokio::sync::watch::Sender<usize>>,
     dedupe: Dedupe,
 }
 
@@ -267,6 +269,7 @@ impl KafkaBus {
                 reader: Mutex::new(reader),
                 group_clients: Mutex::new(HashMap::new()),
                 known_topics: Mutex::new(HashSet::new()),
+                open_consumers: Arc::new(tokio::sync::watch::Sender::new(0)),
             }),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -675,6 +678,23 @@ impl KafkaBus {
     }
 }
 
+/// Counts a group consumer open while it lives.
+#[derive(Debug)]
+pub(crate) struct OpenConsumer(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl OpenConsumer {
+    pub(crate) fn new(count: &Arc<tokio::sync::watch::Sender<usize>>) -> Self {
+        count.send_modify(|n| *n += 1);
+        Self(count.clone())
+    }
+}
+
+impl Drop for OpenConsumer {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 fn reader_config(options: &KafkaOptions) -> ClientConfig {
     let mut config = options.client_config();
     config
@@ -878,6 +898,11 @@ impl Bus for KafkaBus {
 
     async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.state_values(key).await?.pop().flatten())
+    }
+
+    async fn close(&self) {
+        let mut open = self.inner.open_consumers.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
     }
 
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {
