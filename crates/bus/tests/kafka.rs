@@ -251,3 +251,38 @@ async fn opening_without_a_broker_fails_clearly() {
     let error = KafkaBus::open(options(format!("127.0.0.1:{port}"), 1)).await.unwrap_err();
     assert!(error.to_string().contains("cannot reach Kafka"), "{error}");
 }
+
+/// A consumer dropped (a relay stopping) closes and leaves its group once
+/// its deliveries are settled: `close` returns promptly and another member
+/// gets its partitions without waiting for the session timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_consumer_leaves_its_group_at_once() {
+    let broker = KafkaBroker::start();
+    let bus = KafkaBus::open(options(broker.address(), 2)).await.unwrap();
+    let group = |patterns| SubscribeOptions {
+        group: "leaving".into(),
+        patterns,
+        start: StartFrom::Committed { if_new: NewGroup::Earliest },
+    };
+    let events: Vec<_> = (0..4).map(|_| conformance::event("email.sent")).collect();
+    for e in &events {
+        assert_eq!(bus.publish(e).await.unwrap(), PublishOutcome::Published);
+    }
+    let mut first = bus.subscribe(group(vec![EventPattern::All])).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(20), first.next()).await.unwrap().unwrap();
+    d.ack().await.unwrap();
+    drop(first);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), bus.close()).await.expect("the consumer closes within 5s");
+    eprintln!("closed in {:?}", started.elapsed());
+    // A new member gets every partition and the rest of the events soon,
+    // though the session timeout is librdkafka's 10 s here.
+    let second_bus = KafkaBus::open(options(broker.address(), 2)).await.unwrap();
+    let mut second = second_bus.subscribe(group(vec![EventPattern::All])).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < events.len() - 1 {
+        let d = tokio::time::timeout(Duration::from_secs(8), second.next()).await.expect("taken over at once").unwrap();
+        seen.insert(d.event.id.clone());
+        d.ack().await.unwrap();
+    }
+}

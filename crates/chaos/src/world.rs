@@ -196,7 +196,7 @@ impl World {
              [[ingress.sources]]\nname = \"mailpipe\"\nprovider = \"mailpipe\"\nsecrets = [\"{mailpipe}\"]\n\
              [[ingress.sources]]\nname = \"mailpace\"\nprovider = \"mailpace\"\npublic_keys = [\"{mailpace}\"]\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n\
-             [relay]\nshutdown_grace = \"5s\"\nstatus_interval = \"1s\"\n",
+             [relay]\nshutdown_grace = \"15s\"\nstatus_interval = \"1s\"\n",
             backend = self.backend.name(),
             bus = self.bus_toml,
             mailpipe = keys::MAILPIPE_SECRET,

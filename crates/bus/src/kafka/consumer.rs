@@ -491,6 +491,15 @@ async fn poll(
             },
         }
     }
+    // The committer may still be inside a commit that needs this
+    // consumer's rebalances served: keep serving until it lets go.
+    let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+    while Arc::strong_count(&consumer) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = consumer.recv() => {}
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
     close(consumer);
 }
 
