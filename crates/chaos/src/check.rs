@@ -22,13 +22,17 @@ pub struct DeadLetter {
     pub last_error: String,
 }
 
+/// A subscriber, whether it is part of the system, when it was born, and
+/// what it received.
+pub type Seen<'a> = (&'a Subscriber, bool, Option<DateTime<Utc>>, Vec<Received>);
+
 /// What the run saw at one moment.
 #[derive(Debug)]
 pub struct Snapshot<'a> {
     pub accepted: &'a HashMap<String, Accepted>,
     /// Each subscriber with whether it is part of the system now and when it
     /// was born (events before that are not its).
-    pub subscribers: Vec<(&'a Subscriber, bool, Option<DateTime<Utc>>, Vec<Received>)>,
+    pub subscribers: Vec<Seen<'a>>,
     pub dead_letters: HashMap<&'static str, HashMap<String, DeadLetter>>,
     /// Whether a webhook resent to another ingress process is published
     /// again (Kafka: duplicates are dropped per process).
@@ -200,6 +204,57 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(id: &str, ty: &str, provider: &str, webhook_id: &str, taken: bool) -> Received {
+        Received {
+            at: Utc::now(),
+            event_id: id.into(),
+            webhook_id: webhook_id.into(),
+            body: serde_json::json!({"id": id, "type": ty, "provider": provider}),
+            signature_ok: true,
+            taken,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_invariant_finds_what_is_missing_misdelivered_or_changed() {
+        let bounces = Subscriber::spawn("bounces", vec!["email.bounced"], vec![]).await;
+        let all = Subscriber::spawn("all", vec!["*"], vec![]).await;
+        let born = Utc::now() - chrono::Duration::seconds(10);
+        let accepted = HashMap::from([
+            ("a".to_owned(), Accepted::at("email.bounced", "mailpipe", Utc::now())),
+            ("b".to_owned(), Accepted::at("email.sent", "mailpipe", Utc::now())),
+            ("c".to_owned(), Accepted::at("email.bounced", "mailpipe", Utc::now())),
+        ]);
+        // a: delivered to both; b: to `all` and wrongly to `bounces`; c: to
+        // `all` twice with two webhook-ids, never to `bounces` (missing).
+        bounces.record(delivery("a", "email.bounced", "mailpipe", "a", true));
+        bounces.record(delivery("b", "email.sent", "mailpipe", "b", true));
+        all.record(delivery("a", "email.bounced", "mailpipe", "a", true));
+        all.record(delivery("b", "email.sent", "mailpipe", "b", true));
+        all.record(delivery("c", "email.bounced", "mailpipe", "c", false));
+        all.record(delivery("c", "email.bounced", "mailpipe", "other", true));
+        let snapshot = Snapshot {
+            accepted: &accepted,
+            subscribers: vec![
+                (bounces.as_ref(), true, Some(born), bounces.received()),
+                (all.as_ref(), true, Some(born), all.received()),
+            ],
+            dead_letters: HashMap::new(),
+            republishes: false,
+        };
+        let verdict = evaluate(&snapshot);
+        assert_eq!(verdict.missing, vec![("bounces", "c".to_owned())]);
+        assert_eq!(verdict.violations["delivered to a subscriber it does not match"].len(), 1);
+        assert_eq!(verdict.violations["a repeat carries another webhook-id"].len(), 1);
+        assert_eq!(verdict.violation_count(), 3);
+
+        // A dead letter with its failure settles the missing one.
+        let mut letters = HashMap::new();
+        letters.insert("c".to_owned(), DeadLetter { at: Utc::now(), attempts: 3, last_error: "HTTP 503".into() });
+        let snapshot = Snapshot { dead_letters: HashMap::from([("bounces", letters)]), ..snapshot };
+        assert!(evaluate(&snapshot).missing.is_empty());
+    }
 
     #[test]
     fn percentiles() {

@@ -32,6 +32,22 @@ pub struct Accepted {
     header: (&'static str, String),
 }
 
+impl Accepted {
+    /// One accepted at `at`, for the checker's own tests.
+    #[cfg(test)]
+    pub fn at(ty: &str, provider: &'static str, at: DateTime<Utc>) -> Self {
+        Self {
+            ty: ty.into(),
+            provider,
+            at,
+            sent: at,
+            source: "mailpipe",
+            body: Vec::new(),
+            header: ("x", String::new()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Ledger {
     accepted: Mutex<HashMap<String, Accepted>>,

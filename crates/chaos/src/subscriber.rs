@@ -62,6 +62,12 @@ impl Subscriber {
         subscriber
     }
 
+    /// Records a delivery as if received, for the checker's own tests.
+    #[cfg(test)]
+    pub fn record(&self, received: Received) {
+        self.log.lock().expect("log lock").push(received);
+    }
+
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().expect("mode lock") = mode;
     }
