@@ -100,6 +100,11 @@ struct Role {
 }
 
 async fn run_role(path: &std::path::Path, role: Role) -> anyhow::Result<ExitCode> {
+    // Signals are taken from the first moment: a SIGTERM while starting
+    // (a rollout that changed its mind) stops the process cleanly instead
+    // of killing it with the default action.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
     let config = load(path)?;
     if role.ingress && config.ingress.sources.is_empty() {
         anyhow::bail!("no [[ingress.sources]] are configured: nothing would be received");
@@ -108,19 +113,24 @@ async fn run_role(path: &std::path::Path, role: Role) -> anyhow::Result<ExitCode
         anyhow::bail!("no [[relay.subscribers]] are configured: nothing would be delivered");
     }
     init_logging(&config);
-    serve(config, role).await?;
+    serve(config, role, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Opens the bus, binds the listeners, serves until SIGTERM or Ctrl-C, then
 /// drains within the grace period: readiness drops, webhooks in flight are
 /// answered, deliveries in flight finish and are settled.
-async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyhow::Result<()> {
     let spans = otel::install(&config.tracing)?;
-    let (bus, where_) = open_bus(&config).await?;
+    let (bus, where_) = tokio::select! {
+        opened = open_bus(&config) => opened?,
+        () = shutdown.cancelled() => {
+            tracing::info!("shutdown requested while opening the bus");
+            return Ok(());
+        }
+    };
     let publisher: Arc<dyn hookbridge_bus::Publisher> = bus.clone();
     let health = Health::new(publisher.clone());
-    let shutdown = CancellationToken::new();
     let registry = metrics_registry(role)?;
     let relay = if role.relay && !config.relay.subscribers.is_empty() {
         Some(
@@ -154,7 +164,6 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     } else {
         None
     };
-    let signalled = shutdown_on_signal(shutdown.clone());
     tracing::info!(
         webhooks = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("-".to_owned(), |a| a.to_string()),
         admin = %admin.local_addr()?,
@@ -164,7 +173,6 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
         subscribers = relay.as_ref().map_or(0, |_| config.relay.subscribers.len()),
         "hookbridge listening"
     );
-    tokio::spawn(signalled);
     let admin_stop = CancellationToken::new();
     let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
     let admin_task = tokio::spawn(async move { admin_server.await });
@@ -221,8 +229,8 @@ fn metrics_registry(role: Role) -> anyhow::Result<prometheus::Registry> {
 
 /// Fires `token` on SIGTERM (Kubernetes) or Ctrl-C.
 fn shutdown_on_signal(token: CancellationToken) -> impl Future<Output = ()> {
-    // Registered now, before the process says it is listening: a SIGTERM
-    // that comes right after must drain, not kill with the default action.
+    // Registered when called, not when first polled: a SIGTERM that comes
+    // right after must drain, not kill with the default action.
     #[cfg(unix)]
     let signals = {
         use tokio::signal::unix::{SignalKind, signal};

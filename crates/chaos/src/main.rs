@@ -301,6 +301,7 @@ async fn execute(
     };
     match &fault.action {
         Action::Kill { process, down } | Action::Term { process, down } => {
+            let _turn = world.turn(*process).await;
             if !world.running(*process) {
                 return skipped("not running");
             }
@@ -361,6 +362,7 @@ async fn execute(
                 // A new subscriber's birth needs the bus.
                 return skipped("the broker is away");
             }
+            let _turn = world.turn(*relay).await;
             world.toggle_late(*relay);
             world.stop(*relay, false).await;
             done(restart(*relay).await)

@@ -113,6 +113,10 @@ pub struct World {
     broker: Mutex<Broker>,
     bus_toml: String,
     slots: Mutex<HashMap<Proc, Slot>>,
+    /// Held through a stop and its restart: a fault on a process waits for
+    /// the one before it to finish (a signal is for a running process, not
+    /// one still starting).
+    turns: HashMap<Proc, tokio::sync::Mutex<()>>,
     pub subscribers: Vec<Arc<Subscriber>>,
     /// When `late` was first part of a running relay's list.
     pub late_born: Mutex<Option<DateTime<Utc>>>,
@@ -182,6 +186,7 @@ impl World {
             broker: Mutex::new(broker),
             bus_toml,
             slots: Mutex::new(slots),
+            turns: backend.processes().into_iter().map(|p| (p, tokio::sync::Mutex::new(()))).collect(),
             subscribers,
             late_born: Mutex::new(None),
             crashes: Mutex::default(),
@@ -259,6 +264,11 @@ impl World {
             born.get_or_insert_with(Utc::now);
         }
         Ok(())
+    }
+
+    /// Waits for `process`'s turn: no other stop or restart of it under way.
+    pub async fn turn(&self, process: Proc) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turns[&process].lock().await
     }
 
     /// Stops `process`: SIGKILL, or SIGTERM and a wait for it to exit.

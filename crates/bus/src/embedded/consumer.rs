@@ -176,9 +176,14 @@ impl EmbeddedConsumer {
     }
 
     fn read_ahead(&self, state: &mut GroupState) -> Result<()> {
-        let txn = self.shared.db.begin_read().map_err(storage)?;
-        let log = txn.open_table(LOG).map_err(storage)?;
+        // The head first, then the snapshot: the writer moves the head only
+        // after its commit, so the snapshot holds every record below it. The
+        // other order passes over records committed in between.
         let head = *self.head.borrow();
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        #[cfg(test)]
+        tests::AFTER_SNAPSHOT.with(|hook| hook.borrow_mut().take().map(|f| f()));
+        let log = txn.open_table(LOG).map_err(storage)?;
         let mut read = 0;
         for entry in log.range(state.cursor..head).map_err(storage)?.take(READ_AHEAD) {
             let (seq, bytes) = entry.map_err(storage)?;
@@ -331,5 +336,57 @@ impl Drop for EmbeddedAcker {
             self.group.lock().returned.push_back(pending);
             self.group.wake.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::RefCell;
+
+    use hookbridge_event::EventPattern;
+
+    use crate::embedded::{EmbeddedBus, EmbeddedOptions};
+    use crate::{Bus, NewGroup, Publisher, StartFrom, SubscribeOptions};
+
+    thread_local! {
+        /// Runs once in the next read, right after its snapshot was taken.
+        pub(crate) static AFTER_SNAPSHOT: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    /// A record committed while a read is under way (after its snapshot)
+    /// is read next time, never passed over.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_record_committed_during_a_read_is_not_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = std::sync::Arc::new(EmbeddedBus::open(EmbeddedOptions::new(dir.path())).unwrap());
+        let options = SubscribeOptions {
+            group: "g".into(),
+            patterns: vec![EventPattern::All],
+            start: StartFrom::Committed { if_new: NewGroup::Latest },
+        };
+        let mut consumer = bus.subscribe(options).await.unwrap();
+        let first = crate::conformance::event("email.sent");
+        let second = crate::conformance::event("email.delivered");
+        bus.publish(&first).await.unwrap();
+        let (racing, event) = (bus.clone(), second.clone());
+        AFTER_SNAPSHOT.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                // Commits on the writer thread while this read holds its snapshot.
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                        runtime.block_on(racing.publish(&event)).unwrap()
+                    })
+                    .join()
+                    .unwrap();
+                });
+            }));
+        });
+        let delivery = consumer.next().await.unwrap();
+        assert_eq!(delivery.event.id, first.id);
+        delivery.ack().await.unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await;
+        let delivery = next.expect("the record committed during the read is delivered").unwrap();
+        assert_eq!(delivery.event.id, second.id);
     }
 }

@@ -237,8 +237,9 @@ impl Shared {
 
     /// Where `start` points, and whether the group must be reset to it.
     fn resolve(&self, group: &str, start: StartFrom) -> Result<(u64, bool)> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        // The head before the snapshot, which then holds everything below it.
         let head = *self.head.borrow();
+        let txn = self.db.begin_read().map_err(storage)?;
         let first = txn.open_table(LOG).map_err(storage)?.first().map_err(storage)?.map_or(head, |(k, _)| k.value());
         Ok(match start {
             StartFrom::Committed { if_new } => {
