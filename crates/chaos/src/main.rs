@@ -32,7 +32,8 @@ use rand_chacha::ChaCha8Rng;
 use reqwest::Method;
 
 use crate::check::{DeadLetter, Snapshot, Verdict};
-use crate::schedule::{Action, Fault, Mode, SUBSCRIBERS};
+use crate::schedule::{Action, Fault, SUBSCRIBERS};
+use crate::subscriber::Mode;
 use crate::sender::Ledger;
 use crate::world::{Backend, Proc, World};
 

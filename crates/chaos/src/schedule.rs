@@ -7,34 +7,8 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::subscriber::Mode;
 use crate::world::{Backend, Proc};
-
-/// How a subscriber behaves for a while.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Answers 200.
-    Ok,
-    /// Answers this 5xx.
-    Fails(u16),
-    /// Answers 410 Gone (the relay disables the subscriber).
-    Gone,
-    /// Never answers within the relay's timeout.
-    Hangs,
-    /// Answers 200 after up to 800 ms.
-    Slow,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Ok => f.write_str("answers 200"),
-            Self::Fails(status) => write!(f, "answers {status}"),
-            Self::Gone => f.write_str("answers 410"),
-            Self::Hangs => f.write_str("times out"),
-            Self::Slow => f.write_str("is slow"),
-        }
-    }
-}
 
 /// One fault, and how long its effect lasts.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! delivery's Standard Webhooks signature, record it, and answer as their
 //! current mode says.
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,33 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hookbridge_event::EventPattern;
 
-use crate::schedule::Mode;
+
+/// How a subscriber behaves for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers 200.
+    Ok,
+    /// Answers this 5xx.
+    Fails(u16),
+    /// Answers 410 Gone (the relay disables the subscriber).
+    Gone,
+    /// Never answers within the relay's timeout.
+    Hangs,
+    /// Answers 200 after up to 800 ms.
+    Slow,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ok => f.write_str("answers 200"),
+            Self::Fails(status) => write!(f, "answers {status}"),
+            Self::Gone => f.write_str("answers 410"),
+            Self::Hangs => f.write_str("times out"),
+            Self::Slow => f.write_str("is slow"),
+        }
+    }
+}
 
 /// One request a subscriber received.
 #[derive(Debug, Clone)]
