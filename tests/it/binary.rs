@@ -299,7 +299,7 @@ async fn kill_9_of_the_relay_during_delivery_loses_nothing() {
 /// hold its group forever there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_relay_on_kafka_loses_nothing() {
-    let broker = hookbridge_bus::conformance::Tansu::start();
+    let broker = hookbridge_brokers::Tansu::start();
     let dir = tempfile::tempdir().unwrap();
     let bus = format!(
         "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 1\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n\
@@ -315,7 +315,7 @@ async fn kill_9_of_the_relay_on_kafka_loses_nothing() {
 /// reads them from where the group was born.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_relay_before_its_first_commit_on_kafka_loses_nothing() {
-    let broker = hookbridge_bus::conformance::Tansu::start();
+    let broker = hookbridge_brokers::Tansu::start();
     let dir = tempfile::tempdir().unwrap();
     let bus = format!(
         "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 2\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n\
@@ -330,7 +330,7 @@ async fn kill_9_of_the_relay_before_its_first_commit_on_kafka_loses_nothing() {
 /// `ack_wait`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_relay_before_its_first_ack_on_nats_loses_nothing() {
-    let server = hookbridge_bus::conformance::NatsServer::start();
+    let server = hookbridge_brokers::NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let bus = format!("[bus.nats]\nurl = \"{}\"\nack_wait = \"3s\"\n", server.url());
     let recovery = relay_kill_9(dir.path(), "nats", &bus, 1).await;

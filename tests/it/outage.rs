@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use hookbridge_bus::conformance::{KafkaBroker, NatsServer};
+use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_testkit::keys;
 use hookbridge_testkit::recorder::Recorder;
 

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hookbridge_bus::conformance::{KafkaBroker, NatsServer};
+use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_testkit::recorder::Recorder;
 
 use crate::binary::{Running, send_event, sigterm, subscriber_toml, write_config_with};

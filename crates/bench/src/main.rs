@@ -91,17 +91,17 @@ fn budget(args: &Args, max_rate: u64) -> usize {
 /// The broker a run uses, started by the benchmark on a free loopback port.
 enum Broker {
     Embedded,
-    Nats(hookbridge_bus::conformance::NatsServer),
+    Nats(hookbridge_brokers::NatsServer),
     /// noida-db's Kafka engine, in this process.
-    Kafka(hookbridge_bus::conformance::KafkaBroker),
+    Kafka(hookbridge_brokers::KafkaBroker),
 }
 
 impl Broker {
     fn start(backend: &str) -> anyhow::Result<Self> {
         Ok(match backend {
             "embedded" => Self::Embedded,
-            "nats" => Self::Nats(hookbridge_bus::conformance::NatsServer::start()),
-            "kafka" => Self::Kafka(hookbridge_bus::conformance::KafkaBroker::start()),
+            "nats" => Self::Nats(hookbridge_brokers::NatsServer::start()),
+            "kafka" => Self::Kafka(hookbridge_brokers::KafkaBroker::start()),
             other => bail!("unknown backend `{other}`: use embedded, nats or kafka"),
         })
     }

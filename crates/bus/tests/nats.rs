@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use hookbridge_bus::Bus;
-use hookbridge_bus::conformance::{NatsServer, Store};
+use hookbridge_brokers::NatsServer;
+use hookbridge_bus::conformance::Store;
 use hookbridge_bus::nats::{NatsBus, NatsOptions};
 
 static STREAMS: AtomicU64 = AtomicU64::new(0);

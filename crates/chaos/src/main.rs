@@ -13,6 +13,7 @@
 //! `seed S: N events, F faults, V violations` and it exits 1 on any violation.
 
 mod check;
+mod proxy;
 mod schedule;
 mod sender;
 mod subscriber;

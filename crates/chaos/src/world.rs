@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use hookbridge_bus::conformance::{KafkaBroker, NatsServer, Tansu};
+use hookbridge_brokers::{KafkaBroker, NatsServer, Tansu, free_port};
 use hookbridge_testkit::keys;
-use tokio_util::sync::CancellationToken;
 
+use crate::proxy::Proxy;
 use crate::subscriber::Subscriber;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -138,9 +138,6 @@ fn kafka_toml(port: u16) -> String {
     toml
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("bound").port()
-}
 
 impl World {
     /// Starts the broker and the subscribers; no hookbridge process yet.
@@ -447,65 +444,5 @@ impl World {
         for process in self.backend.processes() {
             self.stop(process, true).await;
         }
-    }
-}
-
-/// A TCP proxy in front of the Kafka broker, which advertises the proxy's
-/// address: cutting it closes every connection and refuses new ones, the
-/// broker unreachable as a network fault makes it; restoring listens again.
-#[derive(Debug, Clone)]
-pub struct Proxy {
-    port: u16,
-    target: u16,
-    cut: Arc<Mutex<CancellationToken>>,
-}
-
-impl Proxy {
-    async fn start(port: u16, target: u16) -> anyhow::Result<Self> {
-        let cut = CancellationToken::new();
-        cut.cancel();
-        let proxy = Self { port, target, cut: Arc::new(Mutex::new(cut)) };
-        proxy.restore().await;
-        Ok(proxy)
-    }
-
-    fn cut(&self) {
-        self.cut.lock().expect("proxy lock").cancel();
-    }
-
-    /// Listens again, if cut.
-    async fn restore(&self) {
-        let token = {
-            let mut cut = self.cut.lock().expect("proxy lock");
-            if !cut.is_cancelled() {
-                return;
-            }
-            *cut = CancellationToken::new();
-            cut.clone()
-        };
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(listener) => break listener,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        let target = self.target;
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = token.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut inbound, _)) = accepted else { continue };
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
-                    tokio::select! {
-                        () = token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    }
-                });
-            }
-        });
     }
 }

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hookbridge_bus::conformance::{KafkaBroker, NatsServer};
+use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
 use hookbridge_bus::kafka::{KafkaBus, KafkaOptions};
 use hookbridge_bus::nats::{NatsBus, NatsOptions};

@@ -1,0 +1,106 @@
+//! noida-db's Kafka engine, in this process.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A Kafka-protocol broker in this process (noida-db's Kafka engine) on a
+/// free loopback port. Stopping it closes the listener and every
+/// connection while its log stays in memory; resuming listens again on the
+/// same port: a broker that goes away and comes back with its data.
+pub struct KafkaBroker {
+    pub port: u16,
+    engine: noida::kafka::engine::Engine,
+    running: Option<Arc<Listening>>,
+}
+
+impl std::fmt::Debug for KafkaBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBroker").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+struct Listening {
+    stopped: std::sync::atomic::AtomicBool,
+    connections: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl KafkaBroker {
+    /// Starts one on a free loopback port.
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().unwrap().port();
+        let engine = noida::kafka::engine::Engine::new("127.0.0.1".into(), i32::from(port));
+        engine.spawn_log_cleaner();
+        let mut broker = Self { port, engine, running: None };
+        broker.serve(listener);
+        broker
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn serve(&mut self, listener: std::net::TcpListener) {
+        let listening = Arc::new(Listening { stopped: false.into(), connections: std::sync::Mutex::new(Vec::new()) });
+        let (state, engine) = (listening.clone(), self.engine.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if state.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Ok(handle) = stream.try_clone() {
+                    state.connections.lock().unwrap().push(handle);
+                }
+                let engine = engine.clone();
+                std::thread::spawn(move || noida::kafka::connection::handle_connection(stream, engine));
+            }
+        });
+        self.running = Some(listening);
+    }
+
+    /// The broker goes away: no listener, every connection closed.
+    pub fn stop(&mut self) {
+        if let Some(listening) = self.running.take() {
+            listening.stopped.store(true, Ordering::SeqCst);
+            // Wake the accept loop so it drops the listener.
+            let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+            for connection in listening.connections.lock().unwrap().drain(..) {
+                let _ = connection.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Listens again on the same port, with the same data.
+    ///
+    /// # Panics
+    /// When the port cannot be bound again.
+    pub fn resume(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match std::net::TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "cannot listen on {} again: {e}", self.port);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
