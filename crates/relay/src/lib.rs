@@ -2,8 +2,8 @@
 //! every HTTP subscriber that wants it, signed with Standard Webhooks, with
 //! durable retries, dead letters, endpoint health and replay.
 //!
-//! - [`Relay`]: one worker and one consumer group per subscriber; the
-//!   control operations behind the admin API.
+//! - [`Relay`]: the control operations behind the admin API; each
+//!   subscriber's worker and consumer group are in `subscriber`.
 //! - [`deliver`]: one HTTP attempt; [`policy`]: what to do after it;
 //!   [`circuit`]: endpoint health; [`sign`]: Standard Webhooks signatures.
 //! - [`replay`]: re-delivery from a point in time.
@@ -19,8 +19,10 @@ mod relay;
 pub mod replay;
 pub mod settings;
 pub mod sign;
+mod subscriber;
 
 pub use error::{Error, Result};
-pub use relay::{Disabled, Relay, SubscriberView};
+pub use relay::{Relay, SubscriberView};
+pub use subscriber::Disabled;
 pub use reqwest::Url;
 pub use settings::{RelaySettings, SubscriberSettings};

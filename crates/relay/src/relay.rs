@@ -3,52 +3,22 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookbridge_bus::{Bus, Delivery, Failure, GroupStatus, NewGroup, StartFrom, SubscribeOptions};
+use hookbridge_bus::{Bus, GroupStatus};
 use hookbridge_event::EventPattern;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore, watch};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::circuit::{Circuit, CircuitState, Permit, Transition};
+use crate::circuit::{Circuit, CircuitState};
 use crate::deliver;
 use crate::metrics::RelayMetrics;
-use crate::policy::{self, Attempt, Verdict};
 use crate::replay::{Replay, ReplayView, Window};
-use crate::settings::{RelaySettings, SubscriberSettings};
+use crate::settings::RelaySettings;
+use crate::subscriber::{Disabled, Subscriber, Worker, state_key};
 use crate::{Error, Result};
-
-/// Why a subscriber is off, as kept in the bus's shared state.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Disabled {
-    pub reason: String,
-    pub since: DateTime<Utc>,
-}
-
-impl Subscriber {
-    fn subscribe_options(&self) -> SubscribeOptions {
-        SubscribeOptions {
-            group: self.group.clone(),
-            patterns: self.settings.events.clone(),
-            start: StartFrom::Committed { if_new: NewGroup::Latest },
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Subscriber {
-    pub(crate) settings: SubscriberSettings,
-    pub(crate) group: String,
-    pub(crate) client: reqwest::Client,
-    circuit: Circuit,
-    /// `Some` while disabled.
-    disabled: watch::Sender<Option<Disabled>>,
-    /// Woken when the circuit changes.
-    wake: Notify,
-}
 
 /// A subscriber as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -66,17 +36,10 @@ pub struct SubscriberView {
 /// The relay. Control operations are what the admin API exposes.
 #[derive(Debug)]
 pub struct Relay {
-    bus: Arc<dyn Bus>,
     settings: RelaySettings,
     subscribers: HashMap<String, Arc<Subscriber>>,
     replays: Mutex<HashMap<String, Arc<Replay>>>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    pub(crate) metrics: RelayMetrics,
-}
-
-fn state_key(subscriber: &str) -> String {
-    format!("relay.subscriber.{subscriber}.disabled")
+    worker: Worker,
 }
 
 impl Relay {
@@ -116,28 +79,25 @@ impl Relay {
             subscribers.insert(s.name.clone(), Arc::new(subscriber));
         }
         let relay = Arc::new(Self {
-            bus,
             settings,
             subscribers,
             replays: Mutex::default(),
-            shutdown,
-            tracker: TaskTracker::new(),
-            metrics,
+            worker: Worker { bus, metrics, tracker: TaskTracker::new(), shutdown },
         });
         // Subscribe before returning: every event published after start()
         // returns reaches every subscriber (a new group starts at the latest
         // event). A bus that is down now is retried by the worker.
         for subscriber in relay.subscribers.values() {
-            let consumer = match relay.bus.subscribe(subscriber.subscribe_options()).await {
+            let consumer = match relay.worker.bus.subscribe(subscriber.subscribe_options()).await {
                 Ok(consumer) => Some(consumer),
                 Err(error) => {
                     tracing::warn!(subscriber = %subscriber.settings.name, %error, "cannot subscribe yet; retrying");
                     None
                 }
             };
-            relay.tracker.spawn(relay.clone().work(subscriber.clone(), consumer));
+            relay.worker.tracker.spawn(relay.worker.clone().work(subscriber.clone(), consumer));
         }
-        relay.tracker.spawn(relay.clone().refresh_status());
+        relay.worker.tracker.spawn(relay.clone().refresh_status());
         tracing::info!(subscribers = relay.subscribers.len(), "relay started");
         Ok(relay)
     }
@@ -145,8 +105,8 @@ impl Relay {
     /// Waits until every worker, delivery and replay has finished (after
     /// the shutdown token fired).
     pub async fn wait(&self) {
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.worker.tracker.close();
+        self.worker.tracker.wait().await;
     }
 
     fn subscriber(&self, name: &str) -> Result<&Arc<Subscriber>> {
@@ -158,16 +118,16 @@ impl Relay {
         let mut tick = tokio::time::interval(self.settings.status_interval);
         loop {
             tokio::select! {
-                () = self.shutdown.cancelled() => return,
+                () = self.worker.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             for sub in self.subscribers.values() {
                 let name = sub.settings.name.as_str();
                 self.sync_disabled(sub).await;
-                self.set_health_gauges(sub);
-                match self.bus.group_status(&sub.group, &sub.settings.events).await {
+                self.worker.set_health_gauges(sub);
+                match self.worker.bus.group_status(&sub.group, &sub.settings.events).await {
                     Ok(status) => {
-                        let m = &self.metrics;
+                        let m = &self.worker.metrics;
                         m.backlog.with_label_values(&[name]).set(status.backlog as i64);
                         m.pending_retries.with_label_values(&[name]).set(status.pending_retries as i64);
                         m.dead_letters.with_label_values(&[name]).set(status.dead_letters as i64);
@@ -187,7 +147,7 @@ impl Relay {
         if !sub.settings.enabled {
             return;
         }
-        let stored: Option<Disabled> = match self.bus.get_state(&state_key(&sub.settings.name)).await {
+        let stored: Option<Disabled> = match self.worker.bus.get_state(&state_key(&sub.settings.name)).await {
             Ok(bytes) => bytes.and_then(|b| serde_json::from_slice(&b).ok()),
             Err(error) => {
                 tracing::warn!(subscriber = %sub.settings.name, %error, "cannot read the subscriber's stored state");
@@ -207,166 +167,6 @@ impl Relay {
             }
         }
         sub.disabled.send_replace(stored);
-    }
-
-    fn set_health_gauges(&self, sub: &Subscriber) {
-        let name = sub.settings.name.as_str();
-        let circuit = match sub.circuit.state() {
-            CircuitState::Closed => 0,
-            CircuitState::Open => 1,
-            CircuitState::HalfOpen => 2,
-        };
-        self.metrics.circuit_state.with_label_values(&[name]).set(circuit);
-        self.metrics.enabled.with_label_values(&[name]).set(i64::from(sub.disabled.borrow().is_none()));
-    }
-
-    /// One subscriber's loop: pull an event when the circuit and the
-    /// in-flight limit allow, and deliver it in its own task.
-    async fn work(self: Arc<Self>, sub: Arc<Subscriber>, consumer: Option<Box<dyn hookbridge_bus::Consumer>>) {
-        let mut consumer = match consumer {
-            Some(consumer) => consumer,
-            None => loop {
-                match self.bus.subscribe(sub.subscribe_options()).await {
-                    Ok(consumer) => break consumer,
-                    Err(error) => {
-                        tracing::warn!(subscriber = %sub.settings.name, %error, "cannot subscribe; retrying");
-                        tokio::select! {
-                            () = self.shutdown.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        }
-                    }
-                }
-            },
-        };
-        let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
-        let mut disabled = sub.disabled.subscribe();
-        loop {
-            if disabled.borrow_and_update().is_some() {
-                tokio::select! {
-                    () = self.shutdown.cancelled() => return,
-                    _ = disabled.changed() => continue,
-                }
-            }
-            let permit = tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                permit = in_flight.clone().acquire_owned() => permit.expect("never closed"),
-            };
-            let delivery = tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                _ = disabled.changed() => continue,
-                next = consumer.next() => match next {
-                    Ok(delivery) => delivery,
-                    Err(error) => {
-                        tracing::warn!(subscriber = %sub.settings.name, %error, "cannot read events; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                },
-            };
-            // An event this subscriber filters out is settled without the
-            // circuit: only the endpoint's answers may close it.
-            if !sub.settings.accepts(&delivery.event) {
-                self.metrics.filtered(&sub.settings.name);
-                let name = sub.settings.name.clone();
-                self.tracker.spawn(async move {
-                    let id = delivery.event.id.clone();
-                    settle(&name, &id, delivery.ack().await);
-                    drop(permit);
-                });
-                continue;
-            }
-            // The circuit is asked with an event in hand: a retry that fell
-            // due while the circuit opened waits here like any other event.
-            // Dropping a delivery (shutdown, disabled) hands it back.
-            let probe = loop {
-                match sub.circuit.permit() {
-                    Permit::Deliver => break Some(false),
-                    Permit::Probe => break Some(true),
-                    Permit::WaitUntil(until) => tokio::select! {
-                        () = self.shutdown.cancelled() => return,
-                        () = tokio::time::sleep_until(until) => {}
-                        () = sub.wake.notified() => {}
-                        _ = disabled.changed() => if disabled.borrow().is_some() { break None },
-                    },
-                }
-            };
-            let Some(probe) = probe else { continue };
-            let relay = self.clone();
-            let sub = sub.clone();
-            self.tracker.spawn(async move {
-                relay.deliver(&sub, delivery, probe).await;
-                drop(permit);
-            });
-        }
-    }
-
-    /// Delivers one event the subscriber accepts and settles it: ack,
-    /// durable retry, or dead letter.
-    async fn deliver(&self, sub: &Subscriber, delivery: Delivery, probe: bool) {
-        let name = &sub.settings.name;
-        let started = std::time::Instant::now();
-        let attempt = deliver::attempt(&sub.client, &sub.settings, &delivery.event).await;
-        let took = started.elapsed();
-        let verdict = sub.settings.retry.verdict(delivery.attempt, &attempt, policy::jitter());
-        let outcome = match verdict {
-            Verdict::Delivered => "delivered",
-            Verdict::Retry { .. } => "retry_scheduled",
-            Verdict::DeadLetter => "dead_lettered",
-            Verdict::Gone => "gone",
-        };
-        self.metrics.attempt(name, outcome, took);
-        if verdict == Verdict::Delivered {
-            let now = Utc::now();
-            let age = |t: DateTime<Utc>| (now - t).to_std().unwrap_or_default();
-            self.metrics.delivered(name, age(delivery.event.time), age(delivery.event.ingesttime));
-        }
-        let success = verdict == Verdict::Delivered;
-        let transition = sub.circuit.record(success, probe);
-        match transition {
-            Some(Transition::Opened) => {
-                tracing::warn!(subscriber = %name, "circuit opened: deliveries paused, probing")
-            }
-            Some(Transition::Closed) => tracing::info!(subscriber = %name, "circuit closed: deliveries resumed"),
-            Some(Transition::Disable) => {
-                self.disable(sub, "failing continuously for longer than disable_after").await;
-            }
-            None => {}
-        }
-        if transition.is_some() {
-            self.set_health_gauges(sub);
-        }
-        sub.wake.notify_waiters();
-        let id = delivery.event.id.clone();
-        let n = delivery.attempt;
-        match verdict {
-            Verdict::Delivered => {
-                tracing::debug!(subscriber = %name, event_id = %id, attempt = n, "delivered");
-                settle(name, &id, delivery.ack().await);
-            }
-            Verdict::Retry { delay } => {
-                tracing::info!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), ?delay, "delivery failed; retry scheduled");
-                settle(name, &id, delivery.nack(delay).await);
-            }
-            Verdict::DeadLetter | Verdict::Gone => {
-                tracing::warn!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), "delivery failed; dead-lettered");
-                settle(name, &id, delivery.dead_letter(&sub.group, failure(n, &attempt)).await);
-                if verdict == Verdict::Gone {
-                    self.disable(sub, "the endpoint answered 410 Gone").await;
-                }
-            }
-        }
-    }
-
-    async fn disable(&self, sub: &Subscriber, reason: &str) {
-        let disabled = Disabled { reason: reason.to_owned(), since: Utc::now() };
-        tracing::warn!(subscriber = %sub.settings.name, reason, "subscriber disabled");
-        if let Err(error) =
-            self.bus.put_state(&state_key(&sub.settings.name), Some(serde_json::to_vec(&disabled).expect("json"))).await
-        {
-            tracing::error!(subscriber = %sub.settings.name, %error, "could not store the disabled state");
-        }
-        sub.disabled.send_replace(Some(disabled));
-        self.set_health_gauges(sub);
     }
 
     /// Every subscriber with its state and outstanding work.
@@ -395,7 +195,7 @@ impl Relay {
             events: sub.settings.events.iter().map(ToString::to_string).collect(),
             state,
             disabled,
-            status: self.bus.group_status(&sub.group, &sub.settings.events).await?,
+            status: self.worker.bus.group_status(&sub.group, &sub.settings.events).await?,
         })
     }
 
@@ -410,13 +210,13 @@ impl Relay {
             return Err(Error::DisabledInConfig(name.to_owned()));
         }
         if enabled {
-            self.bus.put_state(&state_key(name), None).await?;
+            self.worker.bus.put_state(&state_key(name), None).await?;
             sub.circuit.reset();
             sub.disabled.send_replace(None);
-            self.set_health_gauges(sub);
+            self.worker.set_health_gauges(sub);
             tracing::info!(subscriber = %name, "subscriber enabled");
         } else {
-            self.disable(sub, "disabled by an operator").await;
+            self.worker.disable(sub, "disabled by an operator").await;
         }
         self.view(sub).await
     }
@@ -424,7 +224,7 @@ impl Relay {
     /// # Errors
     /// Unknown subscriber, or the bus cannot be read.
     pub async fn dead_letters(&self, name: &str) -> Result<Vec<hookbridge_bus::DeadLetter>> {
-        Ok(self.bus.dead_letters(&self.subscriber(name)?.group).await?)
+        Ok(self.worker.bus.dead_letters(&self.subscriber(name)?.group).await?)
     }
 
     /// Hands dead letters (one, or all) back for delivery.
@@ -432,7 +232,7 @@ impl Relay {
     /// # Errors
     /// Unknown subscriber or id, or the bus cannot be written.
     pub async fn replay_dead_letters(&self, name: &str, id: Option<&str>) -> Result<u64> {
-        let n = self.bus.replay_dead_letters(&self.subscriber(name)?.group, id).await?;
+        let n = self.worker.bus.replay_dead_letters(&self.subscriber(name)?.group, id).await?;
         tracing::info!(subscriber = %name, count = n, "dead letters handed back for delivery");
         Ok(n)
     }
@@ -440,7 +240,7 @@ impl Relay {
     /// # Errors
     /// Unknown subscriber or id, or the bus cannot be written.
     pub async fn discard_dead_letters(&self, name: &str, id: Option<&str>) -> Result<u64> {
-        let n = self.bus.discard_dead_letters(&self.subscriber(name)?.group, id).await?;
+        let n = self.worker.bus.discard_dead_letters(&self.subscriber(name)?.group, id).await?;
         tracing::info!(subscriber = %name, count = n, "dead letters discarded");
         Ok(n)
     }
@@ -463,12 +263,12 @@ impl Relay {
             return Err(Error::Invalid("`until` is before `since`".into()));
         }
         let replay = Replay::start(
-            self.bus.clone(),
+            self.worker.bus.clone(),
             sub,
             Window { since, until, events },
-            &self.tracker,
-            self.shutdown.clone(),
-            self.metrics.clone(),
+            &self.worker.tracker,
+            self.worker.shutdown.clone(),
+            self.worker.metrics.clone(),
         )
         .await?;
         let view = replay.view();
@@ -481,28 +281,6 @@ impl Relay {
     pub fn replay(&self, id: &str) -> Result<ReplayView> {
         let replays = self.replays.lock().expect("replays lock");
         replays.get(id).map(|r| r.view()).ok_or_else(|| Error::UnknownReplay(id.to_owned()))
-    }
-}
-
-fn settle(subscriber: &str, event_id: &str, result: hookbridge_bus::Result<()>) {
-    if let Err(error) = result {
-        tracing::warn!(subscriber, event_id, %error, "could not settle a delivery; it will be delivered again");
-    }
-}
-
-pub(crate) fn failure(attempts: u32, attempt: &Attempt) -> Failure {
-    match attempt {
-        Attempt::Status { status, .. } => {
-            Failure { attempts, last_status: Some(*status), last_error: format!("the subscriber answered {status}") }
-        }
-        Attempt::Failed { error } => Failure { attempts, last_status: None, last_error: error.clone() },
-    }
-}
-
-pub(crate) fn describe(attempt: &Attempt) -> String {
-    match attempt {
-        Attempt::Status { status, .. } => format!("HTTP {status}"),
-        Attempt::Failed { error } => error.clone(),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::Result;
 use crate::deliver;
 use crate::metrics::RelayMetrics;
 use crate::policy::Attempt;
-use crate::relay::{Subscriber, failure};
+use crate::subscriber::{Subscriber, failure};
 
 /// With no event for this long, the replay has caught up with the log.
 const CAUGHT_UP_AFTER: Duration = Duration::from_secs(1);

@@ -1,0 +1,246 @@
+//! One subscriber: its settings, circuit and on/off state, and the worker
+//! that pulls its events from its consumer group and delivers each one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hookbridge_bus::{Bus, Delivery, Failure, NewGroup, StartFrom, SubscribeOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::circuit::{Circuit, CircuitState, Permit, Transition};
+use crate::deliver;
+use crate::metrics::RelayMetrics;
+use crate::policy::{self, Attempt, Verdict};
+use crate::settings::SubscriberSettings;
+
+/// Why a subscriber is off, as kept in the bus's shared state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Disabled {
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    pub(crate) settings: SubscriberSettings,
+    pub(crate) group: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) circuit: Circuit,
+    /// `Some` while disabled.
+    pub(crate) disabled: watch::Sender<Option<Disabled>>,
+    /// Woken when the circuit changes.
+    pub(crate) wake: Notify,
+}
+
+impl Subscriber {
+    pub(crate) fn subscribe_options(&self) -> SubscribeOptions {
+        SubscribeOptions {
+            group: self.group.clone(),
+            patterns: self.settings.events.clone(),
+            start: StartFrom::Committed { if_new: NewGroup::Latest },
+        }
+    }
+}
+
+pub(crate) fn state_key(subscriber: &str) -> String {
+    format!("relay.subscriber.{subscriber}.disabled")
+}
+
+
+/// What a subscriber's worker needs of the relay: the bus, the metrics, and
+/// the relay's task tracker and shutdown token.
+#[derive(Debug, Clone)]
+pub(crate) struct Worker {
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) metrics: RelayMetrics,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Worker {
+    pub(crate) fn set_health_gauges(&self, sub: &Subscriber) {
+        let name = sub.settings.name.as_str();
+        let circuit = match sub.circuit.state() {
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
+        };
+        self.metrics.circuit_state.with_label_values(&[name]).set(circuit);
+        self.metrics.enabled.with_label_values(&[name]).set(i64::from(sub.disabled.borrow().is_none()));
+    }
+
+    /// One subscriber's loop: pull an event when the circuit and the
+    /// in-flight limit allow, and deliver it in its own task.
+    pub(crate) async fn work(self, sub: Arc<Subscriber>, consumer: Option<Box<dyn hookbridge_bus::Consumer>>) {
+        let mut consumer = match consumer {
+            Some(consumer) => consumer,
+            None => loop {
+                match self.bus.subscribe(sub.subscribe_options()).await {
+                    Ok(consumer) => break consumer,
+                    Err(error) => {
+                        tracing::warn!(subscriber = %sub.settings.name, %error, "cannot subscribe; retrying");
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                }
+            },
+        };
+        let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
+        let mut disabled = sub.disabled.subscribe();
+        loop {
+            if disabled.borrow_and_update().is_some() {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    _ = disabled.changed() => continue,
+                }
+            }
+            let permit = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                permit = in_flight.clone().acquire_owned() => permit.expect("never closed"),
+            };
+            let delivery = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = disabled.changed() => continue,
+                next = consumer.next() => match next {
+                    Ok(delivery) => delivery,
+                    Err(error) => {
+                        tracing::warn!(subscriber = %sub.settings.name, %error, "cannot read events; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                },
+            };
+            // An event this subscriber filters out is settled without the
+            // circuit: only the endpoint's answers may close it.
+            if !sub.settings.accepts(&delivery.event) {
+                self.metrics.filtered(&sub.settings.name);
+                let name = sub.settings.name.clone();
+                self.tracker.spawn(async move {
+                    let id = delivery.event.id.clone();
+                    settle(&name, &id, delivery.ack().await);
+                    drop(permit);
+                });
+                continue;
+            }
+            // The circuit is asked with an event in hand: a retry that fell
+            // due while the circuit opened waits here like any other event.
+            // Dropping a delivery (shutdown, disabled) hands it back.
+            let probe = loop {
+                match sub.circuit.permit() {
+                    Permit::Deliver => break Some(false),
+                    Permit::Probe => break Some(true),
+                    Permit::WaitUntil(until) => tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep_until(until) => {}
+                        () = sub.wake.notified() => {}
+                        _ = disabled.changed() => if disabled.borrow().is_some() { break None },
+                    },
+                }
+            };
+            let Some(probe) = probe else { continue };
+            let worker = self.clone();
+            let sub = sub.clone();
+            self.tracker.spawn(async move {
+                worker.deliver(&sub, delivery, probe).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Delivers one event the subscriber accepts and settles it: ack,
+    /// durable retry, or dead letter.
+    async fn deliver(&self, sub: &Subscriber, delivery: Delivery, probe: bool) {
+        let name = &sub.settings.name;
+        let started = std::time::Instant::now();
+        let attempt = deliver::attempt(&sub.client, &sub.settings, &delivery.event).await;
+        let took = started.elapsed();
+        let verdict = sub.settings.retry.verdict(delivery.attempt, &attempt, policy::jitter());
+        let outcome = match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry { .. } => "retry_scheduled",
+            Verdict::DeadLetter => "dead_lettered",
+            Verdict::Gone => "gone",
+        };
+        self.metrics.attempt(name, outcome, took);
+        if verdict == Verdict::Delivered {
+            let now = Utc::now();
+            let age = |t: DateTime<Utc>| (now - t).to_std().unwrap_or_default();
+            self.metrics.delivered(name, age(delivery.event.time), age(delivery.event.ingesttime));
+        }
+        let success = verdict == Verdict::Delivered;
+        let transition = sub.circuit.record(success, probe);
+        match transition {
+            Some(Transition::Opened) => {
+                tracing::warn!(subscriber = %name, "circuit opened: deliveries paused, probing")
+            }
+            Some(Transition::Closed) => tracing::info!(subscriber = %name, "circuit closed: deliveries resumed"),
+            Some(Transition::Disable) => {
+                self.disable(sub, "failing continuously for longer than disable_after").await;
+            }
+            None => {}
+        }
+        if transition.is_some() {
+            self.set_health_gauges(sub);
+        }
+        sub.wake.notify_waiters();
+        let id = delivery.event.id.clone();
+        let n = delivery.attempt;
+        match verdict {
+            Verdict::Delivered => {
+                tracing::debug!(subscriber = %name, event_id = %id, attempt = n, "delivered");
+                settle(name, &id, delivery.ack().await);
+            }
+            Verdict::Retry { delay } => {
+                tracing::info!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), ?delay, "delivery failed; retry scheduled");
+                settle(name, &id, delivery.nack(delay).await);
+            }
+            Verdict::DeadLetter | Verdict::Gone => {
+                tracing::warn!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), "delivery failed; dead-lettered");
+                settle(name, &id, delivery.dead_letter(&sub.group, failure(n, &attempt)).await);
+                if verdict == Verdict::Gone {
+                    self.disable(sub, "the endpoint answered 410 Gone").await;
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn disable(&self, sub: &Subscriber, reason: &str) {
+        let disabled = Disabled { reason: reason.to_owned(), since: Utc::now() };
+        tracing::warn!(subscriber = %sub.settings.name, reason, "subscriber disabled");
+        if let Err(error) =
+            self.bus.put_state(&state_key(&sub.settings.name), Some(serde_json::to_vec(&disabled).expect("json"))).await
+        {
+            tracing::error!(subscriber = %sub.settings.name, %error, "could not store the disabled state");
+        }
+        sub.disabled.send_replace(Some(disabled));
+        self.set_health_gauges(sub);
+    }
+}
+
+pub(crate) fn settle(subscriber: &str, event_id: &str, result: hookbridge_bus::Result<()>) {
+    if let Err(error) = result {
+        tracing::warn!(subscriber, event_id, %error, "could not settle a delivery; it will be delivered again");
+    }
+}
+
+pub(crate) fn failure(attempts: u32, attempt: &Attempt) -> Failure {
+    match attempt {
+        Attempt::Status { status, .. } => {
+            Failure { attempts, last_status: Some(*status), last_error: format!("the subscriber answered {status}") }
+        }
+        Attempt::Failed { error } => Failure { attempts, last_status: None, last_error: error.clone() },
+    }
+}
+
+fn describe(attempt: &Attempt) -> String {
+    match attempt {
+        Attempt::Status { status, .. } => format!("HTTP {status}"),
+        Attempt::Failed { error } => error.clone(),
+    }
+}
