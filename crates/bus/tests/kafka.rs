@@ -221,7 +221,7 @@ async fn records_follow_the_cloudevents_kafka_binding() {
 /// Kafka refuses to start without a broker to talk to, within a bound.
 #[tokio::test]
 async fn opening_without_a_broker_fails_clearly() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = hookbridge_brokers::free_port();
     let error = KafkaBus::open(options(format!("127.0.0.1:{port}"), 1)).await.unwrap_err();
     assert!(error.to_string().contains("cannot reach Kafka"), "{error}");
 }

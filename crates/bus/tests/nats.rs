@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use hookbridge_bus::Bus;
 use hookbridge_brokers::NatsServer;
+use hookbridge_bus::Bus;
 use hookbridge_bus::conformance::Store;
 use hookbridge_bus::nats::{NatsBus, NatsOptions};
 

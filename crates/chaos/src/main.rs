@@ -34,8 +34,8 @@ use reqwest::Method;
 
 use crate::check::{DeadLetter, Snapshot, Verdict};
 use crate::schedule::{Action, Fault, SUBSCRIBERS};
-use crate::subscriber::Mode;
 use crate::sender::Ledger;
+use crate::subscriber::Mode;
 use crate::world::{Backend, Proc, World};
 
 #[derive(Debug, Parser)]
@@ -264,7 +264,11 @@ async fn snapshot<'a>(
         }
         subscribers.push((subscriber.as_ref(), present, born, subscriber.received()));
     }
-    Ok(Snapshot { accepted, subscribers, dead_letters, republishes: world.backend == Backend::Kafka })
+    // A webhook resent after the broker's dedup window (NATS: 2 minutes), or
+    // to another ingress on Kafka, is published again; the embedded bus
+    // remembers ids for 24 hours, longer than any run.
+    let republishes = world.backend != Backend::Embedded;
+    Ok(Snapshot { accepted, subscribers, dead_letters, republishes })
 }
 
 /// An admin call to any running relay, tried for up to 30 s.

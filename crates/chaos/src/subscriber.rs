@@ -13,7 +13,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hookbridge_event::EventPattern;
 
-
 /// How a subscriber behaves for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -138,7 +138,6 @@ fn kafka_toml(port: u16) -> String {
     toml
 }
 
-
 impl World {
     /// Starts the broker and the subscribers; no hookbridge process yet.
     ///

@@ -23,6 +23,6 @@ mod subscriber;
 
 pub use error::{Error, Result};
 pub use relay::{Relay, SubscriberView};
-pub use subscriber::Disabled;
 pub use reqwest::Url;
 pub use settings::{RelaySettings, SubscriberSettings};
+pub use subscriber::Disabled;

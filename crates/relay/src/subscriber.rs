@@ -50,7 +50,6 @@ pub(crate) fn state_key(subscriber: &str) -> String {
     format!("relay.subscriber.{subscriber}.disabled")
 }
 
-
 /// What a subscriber's worker needs of the relay: the bus, the metrics, and
 /// the relay's task tracker and shutdown token.
 #[derive(Debug, Clone)]
