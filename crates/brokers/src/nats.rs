@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     child: Option<std::process::Child>,
     pub port: u16,
-    dir: tempfile::TempDir,
+    store: std::path::PathBuf,
+    log: Option<std::path::PathBuf>,
+    /// The temporary store, removed on drop; `None` for a store the caller keeps.
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl NatsServer {
@@ -18,8 +21,25 @@ impl NatsServer {
     /// # Panics
     /// When `nats-server` is missing (scripts/setup installs it) or does not start.
     pub fn start() -> Self {
-        let port = crate::free_port();
-        let mut server = Self { child: None, port, dir: tempfile::tempdir().unwrap() };
+        let dir = tempfile::tempdir().unwrap();
+        let mut server =
+            Self { child: None, port: crate::free_port(), store: dir.path().to_owned(), log: None, _temporary: Some(dir) };
+        server.resume();
+        server
+    }
+
+    /// Starts one whose store and log the caller keeps (for a post-mortem).
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub fn start_keeping(store: &std::path::Path, log: &std::path::Path) -> Self {
+        let mut server = Self {
+            child: None,
+            port: crate::free_port(),
+            store: store.to_owned(),
+            log: Some(log.to_owned()),
+            _temporary: None,
+        };
         server.resume();
         server
     }
@@ -39,9 +59,12 @@ impl NatsServer {
         } else {
             "nats-server"
         };
-        let child = std::process::Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(self.dir.path())
+        let mut command = std::process::Command::new(binary);
+        command.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"]).arg(&self.store);
+        if let Some(log) = &self.log {
+            command.arg("-l").arg(log);
+        }
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -71,7 +71,7 @@ macro_rules! conformance_tests {
             a_group_that_exists_misses_nothing_published_while_away,
             a_member_joins_a_running_group_without_its_help,
         );
-        $crate::conformance_tests!(@mut_cases $store; a_broker_outage_loses_nothing_acknowledged);
+        $crate::conformance_tests!(@mut_cases $store; a_broker_outage_loses_nothing_acknowledged, dead_letters_survive_a_broker_crash);
     };
     (@cases $store:expr; $($case:ident),* $(,)?) => {
         $(
@@ -593,4 +593,50 @@ pub async fn a_broker_outage_loses_nothing_acknowledged(store: &mut dyn Store) {
         ids.insert(d.event.id.clone());
         d.ack().await.unwrap();
     }
+}
+
+/// Dead letters, and what a replay did to them, survive the broker being
+/// killed: none is lost, whether it was written a moment or many seconds
+/// before the crash.
+pub async fn dead_letters_survive_a_broker_crash(store: &mut dyn Store) {
+    const N: usize = 40;
+    let events: Vec<Event> = (0..N).map(|_| event("email.bounced")).collect();
+    let bus = store.open().await;
+    publish(&bus, &events).await;
+    {
+        let mut consumer = bus.subscribe(options("crash", &["*"], FROM_START)).await.unwrap();
+        for _ in 0..N {
+            next(&mut consumer).await.dead_letter("crash", failure(410)).await.unwrap();
+        }
+    }
+    let ids = |letters: &[crate::DeadLetter]| letters.iter().map(|l| l.event.id.clone()).collect::<HashSet<_>>();
+    assert_eq!(ids(&bus.dead_letters("crash").await.unwrap()).len(), N);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if !store.stop_broker() {
+        eprintln!("skipped: this backend has no broker to lose");
+        return;
+    }
+    store.resume_broker();
+    let bus = store.open().await;
+    let letters = bus.dead_letters("crash").await.unwrap();
+    assert_eq!(ids(&letters), events.iter().map(|e| e.id.clone()).collect(), "dead letters lost in a broker crash");
+
+    // Half replayed, then the broker killed: each is a dead letter or back on the bus.
+    for letter in &letters[..N / 2] {
+        assert_eq!(bus.replay_dead_letters("crash", Some(&letter.id)).await.unwrap(), 1);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    store.stop_broker();
+    store.resume_broker();
+    let bus = store.open().await;
+    let left = ids(&bus.dead_letters("crash").await.unwrap());
+    assert_eq!(left, ids(&letters[N / 2..]), "replayed dead letters came back or others went");
+    let mut consumer = bus.subscribe(options("crash", &["*"], FROM_START)).await.unwrap();
+    let mut replayed = HashSet::new();
+    while replayed.len() < N / 2 {
+        let d = next(&mut consumer).await;
+        replayed.insert(d.event.id.clone());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(replayed, ids(&letters[..N / 2]));
 }

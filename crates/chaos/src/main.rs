@@ -361,7 +361,7 @@ async fn execute(
             let name = SUBSCRIBERS[*subscriber];
             let replayed =
                 admin_retrying(world, Method::POST, &format!("/admin/subscribers/{name}/dead-letters/replay")).await;
-            done(replayed.map(|v| format!("replayed {}", v["replayed"])))
+            done(replayed.map(|v| format!("replayed {}", v["count"])))
         }
         Action::RelayConfig { relay } => {
             if broker_away.load(Ordering::SeqCst) {

@@ -147,7 +147,9 @@ impl World {
         let (broker, bus_toml) = match backend {
             Backend::Embedded => (Broker::None, format!("[bus.embedded]\npath = \"{}\"\n", dir.join("bus").display())),
             Backend::Nats => {
-                let server = tokio::task::spawn_blocking(NatsServer::start).await?;
+                // Its store and log stay in the run's directory, for a post-mortem.
+                let (store, log) = (dir.join("nats"), dir.join("nats-server.log"));
+                let server = tokio::task::spawn_blocking(move || NatsServer::start_keeping(&store, &log)).await?;
                 let toml = format!("[bus.nats]\nurl = \"{}\"\n", server.url());
                 (Broker::Nats(server), toml)
             }
