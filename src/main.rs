@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use hookbridge_bus::embedded::EmbeddedBus;
 use hookbridge_config::{Config, LogFormat};
 use hookbridge_ingress::{Health, Ingress};
 use hookbridge_relay::Relay;
@@ -72,21 +71,9 @@ fn init_logging(config: &Config) {
 
 /// The configured bus, and where it is (for the log).
 async fn open_bus(config: &Config) -> anyhow::Result<(Arc<dyn hookbridge_bus::Bus>, String)> {
-    if let Some(options) = &config.bus.kafka {
-        let bus = hookbridge_bus::kafka::KafkaBus::open(options.clone()).await.context("connecting to Kafka")?;
-        return Ok((Arc::new(bus), format!("{} prefix {}", options.brokers.join(","), options.topic_prefix)));
-    }
-    match &config.bus.nats {
-        Some(options) => {
-            let bus = hookbridge_bus::nats::NatsBus::open(options.clone()).await.context("connecting to NATS")?;
-            Ok((Arc::new(bus), format!("{} stream {}", options.urls.join(","), options.stream)))
-        }
-        None => {
-            let bus = EmbeddedBus::open(config.bus.embedded.clone()).context("opening the embedded bus")?;
-            let path = bus.path().display().to_string();
-            Ok((Arc::new(bus), path))
-        }
-    }
+    let bus =
+        hookbridge_bus::open(&config.bus).await.with_context(|| format!("opening the {} bus", config.bus.backend()))?;
+    Ok((bus, config.bus.location()))
 }
 
 /// How long a stopping relay waits for its consumers to leave their groups.

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use clap::Parser;
 use hookbridge_bus::Publisher;
-use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+use hookbridge_bus::embedded::EmbeddedOptions;
 use hookbridge_testkit::keys;
 
 use crate::load::{Report, Request};
@@ -107,20 +107,18 @@ impl Broker {
     }
 
     async fn open(&self, prefix: &str) -> anyhow::Result<Arc<dyn hookbridge_bus::Bus>> {
-        Ok(match self {
-            Self::Embedded => Arc::new(EmbeddedBus::open(EmbeddedOptions::new(tempfile::tempdir()?.keep()))?),
-            Self::Nats(server) => Arc::new(
-                hookbridge_bus::nats::NatsBus::open(hookbridge_bus::nats::NatsOptions::new(vec![server.url()], prefix))
-                    .await?,
-            ),
+        use hookbridge_bus::BusOptions;
+        let options = match self {
+            Self::Embedded => BusOptions::Embedded(EmbeddedOptions::new(tempfile::tempdir()?.keep())),
+            Self::Nats(server) => BusOptions::Nats(hookbridge_bus::nats::NatsOptions::new(vec![server.url()], prefix)),
             Self::Kafka(broker) => {
-                let mut options = hookbridge_bus::kafka::KafkaOptions::new(vec![broker.address()], prefix);
+                let mut options = hookbridge_testkit::kafka_test_options(broker.address());
+                options.topic_prefix = prefix.to_owned();
                 options.partitions = 6;
-                options.replication_factor = 1;
-                options.metadata_refresh = Duration::from_millis(500);
-                Arc::new(hookbridge_bus::kafka::KafkaBus::open(options).await?)
+                BusOptions::Kafka(options)
             }
-        })
+        };
+        Ok(hookbridge_bus::open(&options).await?)
     }
 }
 

@@ -22,8 +22,13 @@ impl NatsServer {
     /// When `nats-server` is missing (scripts/setup installs it) or does not start.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut server =
-            Self { child: None, port: crate::free_port(), store: dir.path().to_owned(), log: None, _temporary: Some(dir) };
+        let mut server = Self {
+            child: None,
+            port: crate::free_port(),
+            store: dir.path().to_owned(),
+            log: None,
+            _temporary: Some(dir),
+        };
         server.resume();
         server
     }

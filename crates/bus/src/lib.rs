@@ -19,6 +19,7 @@ mod error;
 pub mod kafka;
 pub mod metrics;
 pub mod nats;
+mod options;
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use chrono::{DateTime, Utc};
 use hookbridge_event::{Event, EventPattern};
 
 pub use error::{Error, Result};
+pub use options::{BusOptions, open};
 
 /// What happened to a published event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use figment::Jail;
 
 use super::*;
 use hookbridge_bus::nats::NatsAuth;
+use hookbridge_providers::Provider;
 
 fn public_key() -> String {
     STANDARD.encode(SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes())
@@ -55,10 +56,11 @@ fn a_complete_file_loads() {
     Jail::expect_with(|jail| {
         jail.set_env("TEST_MAILPIPE_SECRET", "s3cr3t-value");
         let config = Config::from_toml(&example()).map_err(|e| e.to_string())?;
-        assert_eq!(config.bus.topic_prefix, "acme");
-        assert_eq!(config.bus.embedded.retention.max_age, Some(Duration::from_secs(3 * 86400)));
-        assert_eq!(config.bus.embedded.retention.max_bytes, Some(1_000_000));
-        assert_eq!(config.bus.embedded.retention.dedup_window, Duration::from_secs(3600));
+        assert_eq!(config.topic_prefix, "acme");
+        let BusOptions::Embedded(embedded) = &config.bus else { panic!("embedded by default") };
+        assert_eq!(embedded.retention.max_age, Some(Duration::from_secs(3 * 86400)));
+        assert_eq!(embedded.retention.max_bytes, Some(1_000_000));
+        assert_eq!(embedded.retention.dedup_window, Duration::from_secs(3600));
         assert_eq!(config.ingress.max_body_bytes, 4096);
         let names: Vec<_> = config.ingress.sources.iter().map(|s| (s.name.as_str(), s.provider)).collect();
         assert_eq!(
@@ -136,7 +138,8 @@ fn environment_overrides_the_file() {
         jail.set_env("HOOKBRIDGE_BUS__EMBEDDED__PATH", "/var/lib/hookbridge");
         let config = Config::from_toml(&example()).map_err(|e| e.to_string())?;
         assert_eq!(config.ingress.listen.port(), 18080);
-        assert_eq!(config.bus.embedded.path, std::path::PathBuf::from("/var/lib/hookbridge"));
+        let BusOptions::Embedded(embedded) = &config.bus else { panic!("embedded") };
+        assert_eq!(embedded.path, std::path::PathBuf::from("/var/lib/hookbridge"));
         Ok(())
     });
 }
@@ -242,7 +245,7 @@ fn a_nats_bus_is_configured_and_checked() {
         let text = example().replace("backend = \"embedded\"", "backend = \"nats\"")
             + "[bus.nats]\nurl = [\"nats://a:4222\", \"nats://b:4222\"]\nstream = \"EVENTS\"\ntoken = \"env:TEST_NATS_TOKEN\"\nstorage = \"memory\"\nreplicas = 3\nduplicate_window = \"5m\"\n";
         let config = Config::from_toml(&text).map_err(|e| e.to_string())?;
-        let nats = config.bus.nats.as_ref().expect("nats options");
+        let BusOptions::Nats(nats) = &config.bus else { panic!("nats options") };
         assert_eq!(nats.urls, ["nats://a:4222", "nats://b:4222"]);
         assert_eq!((nats.stream.as_str(), nats.replicas, nats.topic_prefix.as_str()), ("EVENTS", 3, "acme"));
         assert!(matches!(nats.auth, NatsAuth::Token(_)));
@@ -306,7 +309,7 @@ retention = "3d"
 "session.timeout.ms" = 10000
 "#;
         let config = Config::from_toml(&text).map_err(|e| e.to_string())?;
-        let kafka = config.bus.kafka.as_ref().expect("kafka options");
+        let BusOptions::Kafka(kafka) = &config.bus else { panic!("kafka options") };
         assert_eq!(kafka.brokers, ["b1:9092", "b2:9092"]);
         assert_eq!((kafka.partitions, kafka.replication_factor, kafka.topic_prefix.as_str()), (12, 3, "acme"));
         assert_eq!(kafka.retention, Some(std::time::Duration::from_secs(3 * 24 * 3600)));

@@ -17,6 +17,7 @@
 
 mod error;
 pub mod metrics;
+mod settings;
 mod webhook;
 
 use std::collections::HashMap;
@@ -30,12 +31,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use hookbridge_bus::Publisher;
-use hookbridge_config::{IngressSettings, Source};
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::IngressError;
+pub use settings::{IngressSettings, Source};
 
 /// What the webhook handler needs.
 #[derive(Debug)]

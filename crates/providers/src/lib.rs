@@ -18,6 +18,7 @@ pub mod mailpipe;
 mod normalize;
 pub mod redact;
 pub mod samples;
+mod settings;
 pub mod whippy;
 
 use std::fmt;
@@ -31,6 +32,7 @@ pub use error::{PayloadError, VerifyError};
 pub use hmac_sig::HmacSecret;
 pub use normalize::SourceMeta;
 pub use redact::Redactor;
+pub use settings::{SettingProblem, VerifierSettings};
 
 /// The providers hookbridge understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

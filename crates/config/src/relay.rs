@@ -1,0 +1,138 @@
+//! `[relay]` and `[[relay.subscribers]]` into the relay's settings.
+
+use hookbridge_ingress::Source;
+use hookbridge_providers::Provider;
+use hookbridge_relay::circuit::CircuitSettings;
+use hookbridge_relay::policy::{DEFAULT_RETRY_ON, RetryPolicy};
+use hookbridge_relay::sign::SigningSecret;
+use hookbridge_relay::{SubscriberSettings, Url};
+
+use crate::{Problems, raw};
+
+pub(crate) fn build_subscriber(
+    raw: &raw::SubscriberConfig,
+    relay: &raw::RelayConfig,
+    at: &str,
+) -> Result<SubscriberSettings, Problems> {
+    let mut problems: Problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push((path, message));
+    if !Source::valid_name(&raw.name) {
+        problem(format!("{at}.name"), format!("`{}` must be 1-64 characters of a-z, 0-9, - and _", raw.name));
+    }
+    let url = match Url::parse(&raw.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+        Ok(_) => {
+            problem(format!("{at}.url"), "must be an http:// or https:// URL".into());
+            None
+        }
+        Err(e) => {
+            problem(format!("{at}.url"), format!("is not a URL: {e}"));
+            None
+        }
+    };
+    if raw.events.is_empty() {
+        problem(format!("{at}.events"), "list the event types to deliver (exact, family.*, or *)".into());
+    }
+    let events: Vec<_> = raw
+        .events
+        .iter()
+        .enumerate()
+        .filter_map(|(j, e)| {
+            hookbridge_event::EventPattern::parse(e)
+                .map_err(|err| problem(format!("{at}.events[{j}]"), err.to_string()))
+                .ok()
+        })
+        .collect();
+    let secrets: Vec<_> = raw
+        .secret
+        .as_slice()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| {
+            let path = if matches!(raw.secret, raw::OneOrMany::One(_)) {
+                format!("{at}.secret")
+            } else {
+                format!("{at}.secret[{j}]")
+            };
+            s.resolve().and_then(|v| SigningSecret::parse(&v)).map_err(|e| problem(path, e)).ok()
+        })
+        .collect();
+    if raw.timeout.is_zero() {
+        problem(format!("{at}.timeout"), "must be greater than 0".into());
+    }
+    if raw.max_in_flight == 0 {
+        problem(format!("{at}.max_in_flight"), "must be at least 1".into());
+    }
+    if raw.circuit_failure_threshold == 0 {
+        problem(format!("{at}.circuit_failure_threshold"), "must be at least 1".into());
+    }
+    let retry_on_status = raw.retry_on_status.clone().unwrap_or_else(|| DEFAULT_RETRY_ON.to_vec());
+    for (j, status) in retry_on_status.iter().enumerate() {
+        if !(400..500).contains(status) {
+            problem(
+                format!("{at}.retry_on_status[{j}]"),
+                format!("{status} is not a 4xx status (5xx are always retried)"),
+            );
+        }
+    }
+    for (j, provider) in raw.providers.iter().enumerate() {
+        if let Err(e) = provider.parse::<Provider>() {
+            problem(format!("{at}.providers[{j}]"), e);
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let path = format!("{at}.headers.{name}");
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            problem(path, "is not a valid header name".into());
+            continue;
+        };
+        match value.resolve().map(|v| http::HeaderValue::from_str(&v)) {
+            Ok(Ok(mut v)) => {
+                v.set_sensitive(true);
+                headers.push((header, v));
+            }
+            Ok(Err(_)) => problem(path, "the value is not a valid header value".into()),
+            Err(e) => problem(path, e),
+        }
+    }
+    let ca_pem = raw.ca_file.as_ref().and_then(|path| match std::fs::read(path) {
+        Ok(pem) => match hookbridge_relay::deliver::check_ca_pem(&pem) {
+            Ok(()) => Some(pem),
+            Err(e) => {
+                problem(format!("{at}.ca_file"), format!("{} {e}", path.display()));
+                None
+            }
+        },
+        Err(e) => {
+            problem(format!("{at}.ca_file"), format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    });
+    match url {
+        Some(url) if problems.is_empty() => Ok(SubscriberSettings {
+            name: raw.name.clone(),
+            url,
+            events,
+            secrets,
+            timeout: raw.timeout,
+            retry: RetryPolicy {
+                schedule: raw.retry_schedule.iter().map(|d| **d).collect(),
+                retry_on_status,
+                max_retry_after: relay.max_retry_after,
+            },
+            max_in_flight: raw.max_in_flight,
+            headers,
+            ca_pem,
+            providers: raw.providers.clone(),
+            sources: raw.sources.clone(),
+            enabled: raw.enabled,
+            circuit: CircuitSettings {
+                failure_threshold: raw.circuit_failure_threshold,
+                probe_interval: raw.circuit_probe_interval,
+                disable_after: raw.disable_after,
+            },
+        }),
+        _ => Err(problems),
+    }
+}

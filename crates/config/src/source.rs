@@ -1,0 +1,72 @@
+//! `[[ingress.sources]]` into the ingress's [`Source`]s; each provider's
+//! own rules are in `hookbridge-providers` ([`Provider::verifier`]).
+
+use std::sync::Arc;
+
+use hookbridge_ingress::Source;
+use hookbridge_providers::{Provider, Redactor, SourceMeta, VerifierSettings};
+
+use crate::secret::SecretRef;
+use crate::{Problems, raw};
+
+pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
+    let mut problems: Problems = Vec::new();
+    if !Source::valid_name(&raw.name) {
+        problems.push((format!("{at}.name"), format!("`{}` must be 1-64 characters of a-z, 0-9, - and _", raw.name)));
+    }
+    let provider = match raw.provider.parse::<Provider>() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            problems.push((format!("{at}.provider"), e));
+            None
+        }
+    };
+    let resolve = |field: &str, list: &[SecretRef], problems: &mut Problems| -> Vec<String> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, s)| match s.resolve() {
+                Ok(v) if v.is_empty() => {
+                    problems.push((format!("{at}.{field}[{j}]"), "is empty".into()));
+                    None
+                }
+                Ok(v) => Some(v),
+                Err(e) => {
+                    problems.push((format!("{at}.{field}[{j}]"), e));
+                    None
+                }
+            })
+            .collect()
+    };
+    let settings = VerifierSettings {
+        public_keys: resolve("public_keys", &raw.public_keys, &mut problems),
+        secrets: resolve("secrets", &raw.secrets, &mut problems),
+        listed_public_keys: raw.public_keys.len(),
+        listed_secrets: raw.secrets.len(),
+        signature: raw.signature.clone(),
+        timestamp_tolerance: raw.timestamp_tolerance,
+    };
+    // Each provider's rules are its own (hookbridge-providers).
+    let verifier = provider.and_then(|p| {
+        p.verifier(&settings)
+            .map_err(|errs| problems.extend(errs.into_iter().map(|e| (format!("{at}.{}", e.key), e.message))))
+            .ok()
+    });
+    for (j, field) in raw.redact_fields.iter().enumerate() {
+        if field.is_empty() || field.split('.').any(str::is_empty) {
+            problems
+                .push((format!("{at}.redact_fields[{j}]"), format!("`{field}` is not a field name or dotted path")));
+        }
+    }
+    match (verifier, provider) {
+        (Some(verifier), Some(provider)) if problems.is_empty() => Ok(Source {
+            name: raw.name.clone(),
+            provider,
+            verifier: Arc::new(verifier),
+            meta: SourceMeta {
+                event_source: raw.event_source.clone().unwrap_or_else(|| SourceMeta::default_event_source(&raw.name)),
+                redactor: Redactor::new(&raw.redact_fields),
+            },
+        }),
+        _ => Err(problems),
+    }
+}
