@@ -3,9 +3,8 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,103 +14,7 @@ use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
 use hookbridge_testkit::recorder::{Recorder, Reply};
 use hookbridge_testkit::{checked, config_toml, keys};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookbridge");
-
-/// A running `hookbridge run` and the addresses it bound.
-pub(crate) struct Running {
-    pub(crate) child: Child,
-    pub(crate) webhooks: SocketAddr,
-    pub(crate) admin: SocketAddr,
-}
-
-impl Running {
-    /// `hookbridge run` (ingress and relay in one process).
-    pub(crate) fn start(config: &Path) -> Self {
-        Self::start_as("run", config)
-    }
-
-    /// `hookbridge VERB` (`run` or `ingress`: a process with a webhook listener).
-    pub(crate) fn start_as(verb: &str, config: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args([verb, "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("hookbridge starts");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let field = |name: &str| {
-                    line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(|a| a.parse::<SocketAddr>().unwrap())
-                };
-                if line.contains("hookbridge listening") {
-                    let _ = tx.send((field("webhooks=").unwrap(), field("admin=").unwrap()));
-                }
-            }
-        });
-        let (webhooks, admin) = rx.recv_timeout(Duration::from_secs(30)).expect("hookbridge reports its addresses");
-        Self { child, webhooks, admin }
-    }
-
-    pub(crate) fn url(&self, source: &str) -> String {
-        format!("http://{}/webhooks/{source}", self.webhooks)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(dir: &Path) -> std::path::PathBuf {
-    write_config_with(dir, "")
-}
-
-/// The test config with the admin token and `extra` (e.g. subscribers) appended.
-pub(crate) fn write_config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("hookbridge.toml");
-    let text = format!("{}token = \"{}\"\n{extra}", config_toml(&dir.join("bus")), hookbridge_testkit::ADMIN_TOKEN);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-pub(crate) fn subscriber_toml(name: &str, url: &str, extra: &str) -> String {
-    format!("[[relay.subscribers]]\nname = \"{name}\"\nurl = \"{url}\"\nevents = [\"*\"]\n{extra}\n")
-}
-
-/// Runs a CLI command against a running hookbridge's admin API.
-fn cli(config: &Path, admin: SocketAddr, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .args(["--admin-url", &format!("http://{admin}")])
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-async fn send(client: &reqwest::Client, running: &Running, seq: u64) -> String {
-    send_event(client, running, "email.sent", seq).await
-}
-
-/// Sends a signed Mailpipe `event`; the id of the accepted event.
-pub(crate) async fn send_event(client: &reqwest::Client, running: &Running, event: &str, seq: u64) -> String {
-    let (body, (name, sig)) = keys::signed(&keys::signer("mailpipe"), event, seq, Utc::now());
-    let response = client.post(running.url("mailpipe")).header(name, sig).body(body).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    response.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
-}
-
-pub(crate) fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
+use crate::support::{BIN, Running, cli, send, sigterm, subscriber_toml, write_config, write_config_with};
 
 #[test]
 fn check_reports_every_problem_and_fails() {

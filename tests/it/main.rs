@@ -9,4 +9,5 @@ mod outage;
 mod rejections;
 mod relay;
 mod restarts;
+mod support;
 mod unavailable;

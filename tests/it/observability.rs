@@ -15,7 +15,7 @@ use hookbridge_testkit::keys;
 use hookbridge_testkit::recorder::{Recorder, Reply};
 use serde_json::Value;
 
-use crate::binary::{Running, subscriber_toml, write_config_with};
+use crate::support::{Running, subscriber_toml, write_config_with};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

@@ -12,7 +12,7 @@ use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_testkit::keys;
 use hookbridge_testkit::recorder::Recorder;
 
-use crate::binary::{Running, subscriber_toml, write_config_with};
+use crate::support::{Running, subscriber_toml, write_config_with};
 
 #[derive(Default)]
 struct Answers {

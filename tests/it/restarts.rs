@@ -10,7 +10,7 @@ use std::time::Duration;
 use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_testkit::recorder::Recorder;
 
-use crate::binary::{Running, send_event, sigterm, subscriber_toml, write_config_with};
+use crate::support::{Running, send_event, sigterm, subscriber_toml, write_config_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_type_accepted_while_the_relay_is_away_is_delivered_on_embedded() {

@@ -56,11 +56,19 @@ pub async fn attempt(client: &reqwest::Client, settings: &SubscriberSettings, ev
     result
 }
 
-async fn send(client: &reqwest::Client, settings: &SubscriberSettings, event: &Event, trace: TraceContext) -> Attempt {
+/// The delivery request of `event` at `timestamp` (Unix seconds), in the
+/// trace `trace`: the structured CloudEvent, the Standard Webhooks headers
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature` when the
+/// subscriber has secrets) and the subscriber's own headers. Pure: no I/O,
+/// no clock.
+pub fn build_request(
+    settings: &SubscriberSettings,
+    event: &Event,
+    timestamp: i64,
+    trace: &TraceContext,
+) -> http::Request<Vec<u8>> {
     let body = event.to_json();
-    let timestamp = Utc::now().timestamp();
-    let mut request = client
-        .post(settings.url.clone())
+    let mut request = http::Request::post(settings.url.as_str())
         .header(CONTENT_TYPE, CLOUDEVENTS_JSON)
         .header("webhook-id", &event.id)
         .header("webhook-timestamp", timestamp)
@@ -71,7 +79,18 @@ async fn send(client: &reqwest::Client, settings: &SubscriberSettings, event: &E
     for (name, value) in &settings.headers {
         request = request.header(name, value);
     }
-    match request.body(body).send().await {
+    // Every part was validated when the settings were built (the URL is
+    // http(s), the headers are valid): building cannot fail.
+    request.body(body).expect("a delivery request from validated settings")
+}
+
+async fn send(client: &reqwest::Client, settings: &SubscriberSettings, event: &Event, trace: TraceContext) -> Attempt {
+    let request = build_request(settings, event, Utc::now().timestamp(), &trace);
+    let request = match reqwest::Request::try_from(request) {
+        Ok(request) => request,
+        Err(error) => return Attempt::Failed { error: describe(&error.without_url()) },
+    };
+    match client.execute(request).await {
         Ok(mut response) => {
             let status = response.status().as_u16();
             let retry_after = response
@@ -115,5 +134,90 @@ pub fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
         Ok(certificates) if !certificates.is_empty() => Ok(()),
         Ok(_) => Err("holds no PEM certificate".to_owned()),
         Err(e) => Err(format!("is not a PEM certificate bundle: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hookbridge_bus::conformance::event;
+    use hookbridge_event::EventPattern;
+
+    use super::*;
+    use crate::circuit::CircuitSettings;
+    use crate::policy::{DEFAULT_RETRY_ON, RetryPolicy};
+    use crate::sign::{SigningSecret, VerifyKey, verify};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn settings(secrets: Vec<SigningSecret>) -> SubscriberSettings {
+        let mut token = http::HeaderValue::from_static("Bearer s3cret");
+        token.set_sensitive(true);
+        SubscriberSettings {
+            name: "billing".into(),
+            url: "https://billing.example/hooks?k=v".parse().unwrap(),
+            events: vec![EventPattern::All],
+            secrets,
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy {
+                schedule: vec![Duration::from_secs(1)],
+                retry_on_status: DEFAULT_RETRY_ON.to_vec(),
+                max_retry_after: Duration::from_secs(60),
+            },
+            max_in_flight: 1,
+            headers: vec![(http::header::AUTHORIZATION, token)],
+            ca_pem: None,
+            providers: Vec::new(),
+            sources: Vec::new(),
+            enabled: true,
+            circuit: CircuitSettings {
+                failure_threshold: 5,
+                probe_interval: Duration::from_secs(1),
+                disable_after: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_request_carries_the_event_and_the_standard_webhooks_headers() {
+        let event = event("email.bounced");
+        let trace = TraceContext::parse(TRACE).unwrap();
+        let request =
+            build_request(&settings(vec![SigningSecret::parse(SECRET).unwrap()]), &event, 1_700_000_000, &trace);
+
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(request.uri(), "https://billing.example/hooks?k=v");
+        let h = request.headers();
+        assert_eq!(h[CONTENT_TYPE], CLOUDEVENTS_JSON);
+        assert_eq!(h["webhook-id"], event.id.as_str());
+        assert_eq!(h["webhook-timestamp"], "1700000000");
+        assert_eq!(h["traceparent"], trace.to_string().as_str());
+        assert_eq!(h[http::header::AUTHORIZATION], "Bearer s3cret");
+        assert_eq!(request.body(), &event.to_json());
+        // Signed over `id.timestamp.body` with the subscriber's secret: a
+        // receiver holding it accepts, one holding another key does not.
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        let check = |key: &str| {
+            verify(
+                &[VerifyKey::parse(key).unwrap()],
+                get("webhook-id"),
+                get("webhook-timestamp"),
+                get("webhook-signature"),
+                request.body(),
+                1_700_000_000,
+                300,
+            )
+        };
+        assert_eq!(check(SECRET), Ok(()));
+        assert!(check("whsec_aG9va2JyaWRnZS1jaGFvcy1hbGxob29rYnJpZGdlLWM=").is_err());
+    }
+
+    #[test]
+    fn without_secrets_nothing_is_signed() {
+        let trace = TraceContext::parse(TRACE).unwrap();
+        let request = build_request(&settings(Vec::new()), &event("email.sent"), 1, &trace);
+        assert!(request.headers().get("webhook-signature").is_none());
     }
 }
