@@ -14,6 +14,7 @@
 //!   the KV bucket `<stream>_STATE`.
 
 mod consumer;
+mod streams;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -172,69 +173,7 @@ impl NatsBus {
             .map_err(|_| Error::Unavailable(format!("cannot reach NATS at {} within 10s", options.urls.join(", "))))?
             .map_err(unavailable)?;
         let js = jetstream::new(client.clone());
-        let subjects = vec![format!("{}.>", options.topic_prefix)];
-        let dlq = format!("{}_DLQ", options.stream);
-        let dlq_subjects = vec![format!("{}-dlq.>", options.topic_prefix)];
-        let storage = match options.storage {
-            Storage::File => stream::StorageType::File,
-            Storage::Memory => stream::StorageType::Memory,
-        };
-        let main = stream::Config {
-            name: options.stream.clone(),
-            subjects: subjects.clone(),
-            storage,
-            num_replicas: options.replicas,
-            max_age: options.max_age.unwrap_or_default(),
-            max_bytes: options.max_bytes.unwrap_or(-1),
-            // JetStream refuses a duplicate window longer than the retention.
-            duplicate_window: options.max_age.map_or(options.duplicate_window, |age| options.duplicate_window.min(age)),
-            ..Default::default()
-        };
-        let dead = stream::Config {
-            name: dlq.clone(),
-            subjects: dlq_subjects,
-            storage,
-            num_replicas: options.replicas,
-            ..Default::default()
-        };
-        let state = format!("{}_STATE", options.stream);
-        let state_config = stream::Config {
-            name: state.clone(),
-            subjects: vec![format!("{}-state.>", options.topic_prefix)],
-            storage,
-            num_replicas: options.replicas,
-            max_messages_per_subject: 1,
-            ..Default::default()
-        };
-        if options.manage_stream {
-            for config in [main, dead, state_config] {
-                match js.get_stream(&config.name).await {
-                    Ok(_) => {
-                        js.update_stream(config.clone())
-                            .await
-                            .map_err(|e| Error::Invalid(format!("cannot update stream {}: {e}", config.name)))?;
-                    }
-                    Err(_) => {
-                        js.create_stream(config.clone())
-                            .await
-                            .map_err(|e| Error::Invalid(format!("cannot create stream {}: {e}", config.name)))?;
-                    }
-                }
-            }
-        } else {
-            let needed = [
-                (&options.stream, format!("{}.>", options.topic_prefix)),
-                (&dlq, format!("{}-dlq.>", options.topic_prefix)),
-                (&state, format!("{}-state.> (max one message per subject)", options.topic_prefix)),
-            ];
-            for (name, subjects) in needed {
-                js.get_stream(name).await.map_err(|_| {
-                    Error::Invalid(format!(
-                        "stream {name} does not exist and bus.nats.manage_stream is false: create it with subjects {subjects}"
-                    ))
-                })?;
-            }
-        }
+        let (dlq, state) = streams::ensure(&js, &options).await?;
         let multi_filter = version_at_least(&client.server_info().version, 2, 10);
         tracing::info!(urls = %options.urls.join(","), stream = %options.stream, server = %client.server_info().version, multi_filter, "NATS bus connected");
         Ok(Self { inner: Arc::new(Inner { client, js, options, dlq, state, multi_filter }) })
