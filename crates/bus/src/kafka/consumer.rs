@@ -9,6 +9,11 @@
 //! settled and forgets their records, so a settlement that arrives later for
 //! a partition this member no longer owns commits nothing.
 
+mod commit;
+mod group;
+
+use commit::{Tracks, commit_rounds};
+use group::{COMMIT_TIMEOUT, GroupContext};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,213 +44,11 @@ const MAX_HELD_RETRIES: usize = 20_000;
 
 use super::start::Partition;
 
-/// The settlement state of one assigned partition.
-#[derive(Debug)]
-struct Track {
-    /// Changes on every assignment: settlements of an older one are ignored.
-    epoch: u64,
-    in_flight: BTreeSet<i64>,
-    /// One past the highest offset handed out.
-    next: Option<i64>,
-    committed: Option<i64>,
-}
-
-impl Track {
-    /// The offset the group can commit: nothing before it is unsettled.
-    fn committable(&self) -> Option<i64> {
-        self.in_flight.first().copied().or(self.next)
-    }
-
-    fn needs_commit(&self) -> bool {
-        self.committable().is_some_and(|c| self.committed.is_none_or(|done| c > done))
-    }
-}
-
-#[derive(Debug, Default)]
-struct Tracks {
-    partitions: HashMap<Partition, Track>,
-    epoch: u64,
-}
-
-impl Tracks {
-    fn assign(&mut self, partition: Partition) {
-        self.epoch += 1;
-        let epoch = self.epoch;
-        self.partitions.insert(partition, Track { epoch, in_flight: BTreeSet::new(), next: None, committed: None });
-    }
-
-    /// Registers a record handed out; its partition's epoch.
-    fn seen(&mut self, partition: &Partition, offset: i64) -> u64 {
-        if !self.partitions.contains_key(partition) {
-            self.assign(partition.clone());
-        }
-        let track = self.partitions.get_mut(partition).expect("just assigned");
-        track.in_flight.insert(offset);
-        track.next = Some(track.next.map_or(offset + 1, |n| n.max(offset + 1)));
-        track.epoch
-    }
-
-    fn is_current(&self, partition: &Partition, epoch: u64) -> bool {
-        self.partitions.get(partition).is_some_and(|t| t.epoch == epoch)
-    }
-
-    /// Settles a record; whether its partition now has something to commit.
-    fn settle(&mut self, partition: &Partition, epoch: u64, offset: i64) -> bool {
-        match self.partitions.get_mut(partition) {
-            Some(track) if track.epoch == epoch => {
-                track.in_flight.remove(&offset);
-                track.needs_commit()
-            }
-            _ => false,
-        }
-    }
-
-    /// The offsets to commit for `only` (or every partition).
-    fn to_commit(&self, only: Option<&TopicPartitionList>) -> Vec<(Partition, i64)> {
-        self.partitions
-            .iter()
-            .filter(|(p, _)| only.is_none_or(|tpl| tpl.find_partition(&p.0, p.1).is_some()))
-            .filter(|(_, t)| t.needs_commit())
-            .filter_map(|(p, t)| Some((p.clone(), t.committable()?)))
-            .collect()
-    }
-
-    fn committed(&mut self, done: &[(Partition, i64)]) {
-        for (partition, offset) in done {
-            if let Some(track) = self.partitions.get_mut(partition) {
-                track.committed = Some(track.committed.map_or(*offset, |c| c.max(*offset)));
-            }
-        }
-    }
-}
-
-fn commit_list(offsets: &[(Partition, i64)]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in offsets {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-    }
-    tpl
-}
-
-/// The group consumer's context: keeps the tracks right across rebalances
-/// and places the partitions the group has no committed offset in.
-struct GroupContext {
-    tracks: Arc<Mutex<Tracks>>,
-    group: String,
-    /// The group's start positions (see [`super::start`]).
-    start: HashMap<Partition, i64>,
-    /// Reads the group's committed offsets from outside it (never joins).
-    offsets: Arc<BaseConsumer<Context>>,
-    /// Counts this consumer open until it is destroyed (closed).
-    _open: super::OpenConsumer,
-}
-
-/// How long a commit may take before the settlements waiting for it fail
-/// (their events come again).
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The session timeout of a relay's group member unless the configuration's
 /// `properties` set `session.timeout.ms`: how long a killed relay holds its
 /// partitions before the broker gives them to another member (librdkafka's
 /// own default is 45 s).
 pub(super) const SESSION_TIMEOUT_MS: &str = "10000";
-
-impl ClientContext for GroupContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        Context.log(level, fac, message);
-    }
-
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        Context.error(error, reason);
-    }
-}
-
-impl GroupContext {
-    /// Sets the offset of each assigned partition that has a start position
-    /// and no committed offset; the others keep librdkafka's choice (the
-    /// committed offset, or the first retained record).
-    fn place(&self, assigned: &mut TopicPartitionList) {
-        let mut wanted = TopicPartitionList::new();
-        for element in assigned.elements() {
-            if self.start.contains_key(&(element.topic().to_owned(), element.partition())) {
-                wanted.add_partition(element.topic(), element.partition());
-            }
-        }
-        if wanted.count() == 0 {
-            return;
-        }
-        // A separate client: this one is inside its rebalance. Should the
-        // look-up fail, every partition falls back to its committed offset
-        // or its first record: events come again, none is skipped.
-        let committed = match self.offsets.committed_offsets(wanted, super::LOOKUP_TIMEOUT) {
-            Ok(committed) => committed,
-            Err(error) => {
-                tracing::warn!(group = %self.group, %error, "cannot read the group's offsets while assigning; reading unplaced partitions from their start");
-                return;
-            }
-        };
-        for element in committed.elements() {
-            if let Offset::Offset(_) = element.offset() {
-                continue;
-            }
-            let partition = (element.topic().to_owned(), element.partition());
-            if let Some(start) = self.start.get(&partition)
-                && let Err(error) = assigned.set_partition_offset(&partition.0, partition.1, Offset::Offset(*start))
-            {
-                tracing::warn!(group = %self.group, %error, "cannot place a Kafka partition; it is read from its start");
-            }
-        }
-    }
-
-    /// Commits what the revoked partitions settled while they are still
-    /// ours, and forgets them.
-    fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
-        let mut tracks = self.tracks.lock().expect("tracks lock");
-        // Asynchronously: a blocking commit inside a rebalance can wait for
-        // the rebalance itself.
-        let offsets = tracks.to_commit(Some(revoked));
-        if !offsets.is_empty()
-            && let Err(error) = consumer.commit(&commit_list(&offsets), CommitMode::Async)
-        {
-            tracing::warn!(group = %self.group, %error, "cannot commit before a rebalance; those events come again");
-        }
-        for element in revoked.elements() {
-            tracks.partitions.remove(&(element.topic().to_owned(), element.partition()));
-        }
-    }
-}
-
-impl ConsumerContext for GroupContext {
-    // The whole callback rather than pre/post hooks: only here can the
-    // assignment's offsets be set before it takes effect.
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.place(tpl);
-                let assigned = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
-                if let Err(error) = assigned {
-                    tracing::warn!(group = %self.group, %error, "cannot take the Kafka partitions assigned");
-                    return;
-                }
-                let mut tracks = self.tracks.lock().expect("tracks lock");
-                for element in tpl.elements() {
-                    tracks.assign((element.topic().to_owned(), element.partition()));
-                }
-                tracing::debug!(group = %self.group, partitions = tpl.count(), "Kafka partitions assigned");
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.revoke(consumer, tpl);
-                let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
-            }
-            other => {
-                tracing::warn!(group = %self.group, error = %RDKafkaErrorCode::from(other), "Kafka rebalance error");
-                self.tracks.lock().expect("tracks lock").partitions.clear();
-                let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
-            }
-        }
-    }
-}
 
 /// One record handed out, and where it came from.
 #[derive(Debug)]
@@ -508,44 +311,6 @@ async fn poll(
 /// broker; [`Bus::close`](crate::Bus::close) waits for it, bounded by its caller.
 fn close(consumer: Arc<StreamConsumer<GroupContext>>) {
     std::thread::spawn(move || drop(consumer));
-}
-
-/// Commits in rounds on a thread of its own: every settlement waiting when
-/// a round starts is stored by it. Ends when no settlement can come.
-fn commit_rounds(
-    consumer: Arc<StreamConsumer<GroupContext>>,
-    tracks: Arc<Mutex<Tracks>>,
-    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<()>>>,
-    group: String,
-) {
-    while let Some(first) = requests.blocking_recv() {
-        let mut waiters = vec![first];
-        while let Ok(more) = requests.try_recv() {
-            waiters.push(more);
-        }
-        // Not held across the commit: a rebalance needs the lock to finish,
-        // and a commit waits for a rebalance in progress. A commit for
-        // partitions revoked meanwhile is fenced by the broker (its
-        // generation is over), so it cannot move another member's position.
-        let offsets = tracks.lock().expect("tracks lock").to_commit(None);
-        let result = if offsets.is_empty() {
-            Ok(())
-        } else {
-            match consumer.commit(&commit_list(&offsets), CommitMode::Sync) {
-                Ok(()) => {
-                    tracks.lock().expect("tracks lock").committed(&offsets);
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::warn!(%group, error = %e, "Kafka commit failed; the events come again");
-                    Err(Error::Unavailable(format!("cannot commit Kafka offsets: {e}")))
-                }
-            }
-        };
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
-        }
-    }
 }
 
 /// The headers of a retry record.
