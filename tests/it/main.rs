@@ -2,6 +2,7 @@
 //! signatures, the real embedded bus, and the `hookbridge` binary itself.
 
 mod binary;
+mod cli;
 mod docs;
 mod matrix;
 mod observability;

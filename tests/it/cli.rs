@@ -1,0 +1,198 @@
+//! The `hookbridge` CLI: `check`, `keygen`, `send-sample`, `receive`, and
+//! the admin verbs against a running process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+use hookbridge_testkit::recorder::{Recorder, Reply};
+use hookbridge_testkit::{checked, config_toml, keys};
+
+use crate::support::{BIN, Running, cli, send, sigterm, subscriber_toml, write_config, write_config_with};
+
+#[test]
+fn check_reports_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[bus]\ntopic_prefix = \"\"\n[[ingress.sources]]\nname = \"x\"\nprovider = \"mailpace\"\n[[ingress.sources]]\nname = \"y\"\nprovider = \"mailpipe\"\nsecrets = [\"env:HOOKBRIDGE_IT_UNSET\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "bus.topic_prefix",
+        "ingress.sources[0].public_keys",
+        "ingress.sources[1].secrets[0]",
+        "HOOKBRIDGE_IT_UNSET is not set",
+        "3 problems",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected}:\n{stderr}");
+    }
+
+    let good = write_config(dir.path());
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("POST /webhooks/mailpace") && !stdout.contains(keys::MAILPIPE_SECRET), "{stdout}");
+}
+
+#[test]
+fn the_example_configs_are_valid() {
+    for example in ["examples/hookbridge.toml", "examples/hookbridge-nats.toml", "examples/hookbridge-kafka.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
+        let out = Command::new(BIN).args(["check", "--config"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_and_send_sample_reach_a_running_hookbridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = Command::new(BIN).arg("keygen").output().unwrap();
+    let text = String::from_utf8(keygen.stdout).unwrap();
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} = \""))).unwrap().trim_end_matches('"').to_owned()
+    };
+    let (private, public) = (value("private_key"), value("public_key"));
+    let config = config_toml(&dir.path().join("bus")).replace(&keys::public_key_b64(&keys::mailpace_key()), &public);
+    let path = dir.path().join("hookbridge.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut running = Running::start(&path);
+    let base = format!("http://{}", running.webhooks);
+    let runs: [(&str, &[&str]); 4] = [
+        ("mailpace", &["--key", &private, "--event", "email.bounced"]),
+        ("mailpipe", &["--secret", keys::MAILPIPE_SECRET, "--event", "email.sent", "--count", "3"]),
+        (
+            "whippy-timestamped",
+            &[
+                "--provider",
+                "whippy",
+                "--secret",
+                keys::WHIPPY_SECRET,
+                "--scheme",
+                "timestamped",
+                "--event",
+                "message.created",
+            ],
+        ),
+        ("whippy", &["--secret", "env:HOOKBRIDGE_IT_WHIPPY", "--event", "contact.created"]),
+    ];
+    for (source, extra) in runs {
+        let out = Command::new(BIN)
+            .args(["send-sample", "--source", source, "--url", &base])
+            .args(extra)
+            .env("HOOKBRIDGE_IT_WHIPPY", keys::WHIPPY_SECRET)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{source}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.lines().all(|l| l.starts_with("200 ")), "{stdout}");
+    }
+    let out = Command::new(BIN)
+        .args(["send-sample", "--source", "mailpipe", "--url", &base, "--secret", "wrong", "--event", "email.sent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+
+    let ready = reqwest::get(format!("http://{}/readyz", running.admin)).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    sigterm(&running.child);
+    let status = tokio::task::spawn_blocking(move || running.child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+
+    let bus = EmbeddedBus::open(EmbeddedOptions::new(dir.path().join("bus"))).unwrap();
+    let types: Vec<String> =
+        bus.read_all().unwrap().iter().map(|e| checked(e)["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        types,
+        [
+            "email.bounced",
+            "email.delivered",
+            "email.delivered",
+            "email.delivered",
+            "message.created",
+            "contact.created"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_subscribers_dead_letters_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn().await;
+    recorder.answer(Reply::status(503));
+    let config =
+        write_config_with(dir.path(), &subscriber_toml("billing", &recorder.url(), "retry_schedule = [\"50ms\"]"));
+    let running = Running::start(&config);
+    let since = Utc::now().to_rfc3339();
+    let id = send(&reqwest::Client::new(), &running, 7).await;
+    recorder.wait_for(2, Duration::from_secs(10)).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let (ok, out) = cli(&config, running.admin, &["dead-letters", "list", "--subscriber", "billing"]);
+        assert!(ok, "{out}");
+        if out.contains(&id) {
+            break out;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter listed: {out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(listed.contains("503") && listed.contains("1 dead letter"), "{listed}");
+
+    recorder.answer(Reply::status(200));
+    let (ok, out) = cli(&config, running.admin, &["dead-letters", "replay", "--subscriber", "billing"]);
+    assert!(ok && out.contains("1 dead letter handed back"), "{out}");
+    assert_eq!(recorder.wait_for(3, Duration::from_secs(10)).await[2].event_id(), id);
+
+    let (ok, out) = cli(&config, running.admin, &["replay", "--subscriber", "billing", "--since", &since]);
+    assert!(ok && out.contains("1 delivered, 0 failed"), "{out}");
+    assert_eq!(recorder.wait_for(4, Duration::from_secs(10)).await[3].event_id(), id);
+
+    let (ok, out) = cli(&config, running.admin, &["subscribers", "disable", "--subscriber", "billing"]);
+    assert!(ok && out.contains("disabled by an operator"), "{out}");
+    let (ok, out) = cli(&config, running.admin, &["subscribers", "enable", "--subscriber", "billing"]);
+    assert!(ok && out.contains("healthy"), "{out}");
+    let (ok, out) = cli(&config, running.admin, &["subscribers", "list"]);
+    assert!(ok && out.contains("billing") && out.contains("healthy"), "{out}");
+
+    let (ok, out) = cli(&config, running.admin, &["subscribers", "list", "--token", "not-the-token-at-all"]);
+    assert!(!ok && out.contains("401"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_verifies_and_prints_what_the_relay_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut receiver = Command::new(BIN)
+        .args(["receive", "--listen", "127.0.0.1:0", "--secret", secret])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(receiver.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("receive says where").to_owned();
+    let config = write_config_with(dir.path(), &subscriber_toml("printer", &url, &format!("secret = \"{secret}\"")));
+    let running = Running::start(&config);
+    let id = send(&reqwest::Client::new(), &running, 3).await;
+    let mut stdout = BufReader::new(receiver.stdout.take().unwrap());
+    let printed = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        line
+    });
+    let printed = tokio::time::timeout(Duration::from_secs(10), printed).await.expect("a delivery is printed").unwrap();
+    let event: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(event["id"], id.as_str());
+    hookbridge_testkit::assert_valid_event(&event);
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+}
