@@ -2,7 +2,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use hookbridge_config::{BusOptions, Config};
+use hookbridge_config::Config;
 
 /// Verifies email and messaging provider webhooks, normalizes them into
 /// CloudEvents and publishes them onto a durable bus, one topic per type.
@@ -159,12 +159,13 @@ pub struct SendSampleArgs {
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config is valid");
-    let location = match &config.bus {
-        BusOptions::Nats(nats) => format!("{}, stream {}", nats.urls.join(", "), nats.stream),
-        BusOptions::Kafka(kafka) => format!("brokers {}", kafka.brokers.join(", ")),
-        BusOptions::Embedded(embedded) => format!("path {}", embedded.path.display()),
-    };
-    let _ = writeln!(out, "bus: {} (topic prefix {}, {location})", config.bus.backend(), config.topic_prefix);
+    let _ = writeln!(
+        out,
+        "bus: {} (topic prefix {}, {})",
+        config.bus.backend(),
+        config.topic_prefix,
+        config.bus.location()
+    );
     let _ = writeln!(out, "ingress: {} (max body {} bytes)", config.ingress.listen, config.ingress.max_body_bytes);
     for source in &config.ingress.sources {
         let _ = writeln!(out, "  POST /webhooks/{}  provider {}", source.name, source.provider);

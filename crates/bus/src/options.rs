@@ -31,8 +31,8 @@ impl BusOptions {
     pub fn location(&self) -> String {
         match self {
             Self::Embedded(o) => format!("path {}", o.path.display()),
-            Self::Nats(o) => format!("{} stream {}", o.urls.join(","), o.stream),
-            Self::Kafka(o) => format!("{} prefix {}", o.brokers.join(","), o.topic_prefix),
+            Self::Nats(o) => format!("{}, stream {}", o.urls.join(","), o.stream),
+            Self::Kafka(o) => format!("brokers {}", o.brokers.join(",")),
         }
     }
 }
