@@ -28,9 +28,9 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
     let keys = args
         .secrets
         .iter()
-        .map(|s| SecretRef::parse(s).resolve().and_then(|v| VerifyKey::parse(&v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
+        .map(|s| Ok(VerifyKey::parse(&SecretRef::parse(s).resolve()?)?))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("--secret")?;
     let status = StatusCode::from_u16(args.status).context("--status")?;
     if keys.is_empty() {
         eprintln!("no --secret given: deliveries are printed without verifying their signature");

@@ -89,7 +89,7 @@ pub struct SubscribeOptions {
 }
 
 #[async_trait]
-pub trait Bus: Publisher {
+pub trait Bus: Publisher + std::any::Any {
     /// Opens a consumer in a group.
     ///
     /// # Errors

@@ -83,7 +83,7 @@ fn build_kafka(raw: &raw::KafkaConfig, prefix: &str) -> Result<KafkaOptions, Pro
             raw::PropertyValue::Text(secret) => match secret.resolve() {
                 Ok(v) => v,
                 Err(e) => {
-                    problems.push((path, e));
+                    problems.push((path, e.to_string()));
                     continue;
                 }
             },
@@ -125,7 +125,7 @@ fn build_nats(raw: &raw::NatsConfig, prefix: &str) -> Result<NatsOptions, Proble
         secret.as_ref().and_then(|s| match s.resolve() {
             Ok(v) => Some(SecretString::from(v)),
             Err(e) => {
-                problems.push((path.into(), e));
+                problems.push((path.into(), e.to_string()));
                 None
             }
         })

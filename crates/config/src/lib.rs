@@ -236,7 +236,7 @@ impl Config {
                 None
             }
             Some(Err(e)) => {
-                problem("admin.token".into(), e);
+                problem("admin.token".into(), e.to_string());
                 None
             }
         };
@@ -304,8 +304,12 @@ impl Config {
         }
         let partial: Partial =
             Figment::from(Toml::file_exact(path)).merge(env()).extract().map_err(ConfigError::from_figment)?;
-        let token =
-            partial.admin.token.map(|t| t.resolve()).transpose().map_err(|e| ConfigError::one("admin.token", e))?;
+        let token = partial
+            .admin
+            .token
+            .map(|t| t.resolve())
+            .transpose()
+            .map_err(|e| ConfigError::one("admin.token", e.to_string()))?;
         Ok((partial.admin.listen, token))
     }
 

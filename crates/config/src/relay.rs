@@ -54,7 +54,11 @@ pub(crate) fn build_subscriber(
             } else {
                 format!("{at}.secret[{j}]")
             };
-            s.resolve().and_then(|v| SigningSecret::parse(&v)).map_err(|e| problem(path, e)).ok()
+            s.resolve()
+                .map_err(|e| e.to_string())
+                .and_then(|v| SigningSecret::parse(&v).map_err(|e| e.to_string()))
+                .map_err(|e| problem(path, e))
+                .ok()
         })
         .collect();
     if raw.timeout.is_zero() {
@@ -93,7 +97,7 @@ pub(crate) fn build_subscriber(
                 headers.push((header, v));
             }
             Ok(Err(_)) => problem(path, "the value is not a valid header value".into()),
-            Err(e) => problem(path, e),
+            Err(e) => problem(path, e.to_string()),
         }
     }
     let ca_pem = raw.ca_file.as_ref().and_then(|path| match std::fs::read(path) {

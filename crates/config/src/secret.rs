@@ -41,18 +41,29 @@ impl SecretRef {
     ///
     /// # Errors
     /// Says which variable or file is missing; never includes the value.
-    pub fn resolve(&self) -> Result<String, String> {
+    pub fn resolve(&self) -> Result<String, SecretError> {
         match self {
             Self::Inline(s) => Ok(s.expose_secret().to_owned()),
             Self::Env(name) => std::env::var(name).map_err(|e| match e {
-                std::env::VarError::NotPresent => format!("environment variable {name} is not set"),
-                std::env::VarError::NotUnicode(_) => format!("environment variable {name} is not valid UTF-8"),
+                std::env::VarError::NotPresent => SecretError::EnvMissing(name.clone()),
+                std::env::VarError::NotUnicode(_) => SecretError::EnvNotUnicode(name.clone()),
             }),
             Self::File(path) => std::fs::read_to_string(path)
                 .map(|s| s.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&s).to_owned())
-                .map_err(|e| format!("cannot read secret file {path}: {e}")),
+                .map_err(|source| SecretError::File { path: path.clone(), source }),
         }
     }
+}
+
+/// Why a secret reference could not be resolved (never its value).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    #[error("environment variable {0} is not valid UTF-8")]
+    EnvNotUnicode(String),
+    #[error("cannot read secret file {path}: {source}")]
+    File { path: String, source: std::io::Error },
 }
 
 impl<'de> Deserialize<'de> for SecretRef {

@@ -31,7 +31,7 @@ pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, 
                 }
                 Ok(v) => Some(v),
                 Err(e) => {
-                    problems.push((format!("{at}.{field}[{j}]"), e));
+                    problems.push((format!("{at}.{field}[{j}]"), e.to_string()));
                     None
                 }
             })

@@ -151,7 +151,7 @@ fn secrets_come_from_files() {
     std::fs::write(&file, "from-file\n").unwrap();
     assert_eq!(SecretRef::parse(&format!("file:{}", file.display())).resolve().unwrap(), "from-file");
     let missing = SecretRef::parse("file:/nonexistent/secret").resolve().unwrap_err();
-    assert!(missing.contains("/nonexistent/secret"));
+    assert!(missing.to_string().contains("/nonexistent/secret"));
     assert!(!format!("{:?}", SecretRef::parse("hunter2")).contains("hunter2"));
 }
 

@@ -1,13 +1,15 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hookbridge_providers::{PayloadError, VerifyError};
+use hookbridge_providers::{PayloadError, PayloadErrorKind, VerifyError, VerifyErrorKind};
 use serde::Serialize;
+use strum::IntoEnumIterator;
 
 /// Why a webhook was not accepted. A 4xx says precisely what was wrong
 /// (never echoing secrets or the body); a 5xx says only that the provider
 /// should retry, and the cause goes to the log.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::EnumDiscriminants)]
+#[strum_discriminants(name(IngressErrorKind), derive(strum::EnumIter))]
 pub enum IngressError {
     #[error("no source is configured under this name")]
     UnknownSource,
@@ -42,24 +44,54 @@ impl IngressError {
 
     /// The outcome label of this answer.
     pub fn outcome(&self) -> &'static str {
-        match self {
-            Self::UnknownSource => "not_found",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::BadRequest(_) | Self::UnreadableBody => "bad_request",
-            Self::TooLarge(_) => "too_large",
-            Self::Unavailable => "unavailable",
-        }
+        IngressErrorKind::from(self).outcome()
     }
 
     /// A bounded reason code, for responses, logs and metric labels.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::UnknownSource => "unknown_source",
-            Self::Unauthorized(e) => e.reason_code(),
-            Self::BadRequest(e) => e.reason_code(),
-            Self::TooLarge(_) => "too_large",
-            Self::UnreadableBody => "unreadable_body",
+            Self::Unauthorized(e) => e.code(),
+            Self::BadRequest(e) => e.code(),
+            other => IngressErrorKind::from(other).code().expect("a kind without an inner error has its own code"),
+        }
+    }
+
+    /// Every (outcome, reason code) pair a rejection can carry, derived from
+    /// the error enums (the metric labels start at zero from this list).
+    pub fn labels() -> Vec<(&'static str, &'static str)> {
+        IngressErrorKind::iter()
+            .flat_map(|kind| {
+                let codes: Vec<&'static str> = match kind {
+                    IngressErrorKind::Unauthorized => VerifyErrorKind::iter().map(VerifyErrorKind::code).collect(),
+                    IngressErrorKind::BadRequest => PayloadErrorKind::iter().map(PayloadErrorKind::code).collect(),
+                    other => other.code().into_iter().collect(),
+                };
+                codes.into_iter().map(move |code| (kind.outcome(), code))
+            })
+            .collect()
+    }
+}
+
+impl IngressErrorKind {
+    fn outcome(self) -> &'static str {
+        match self {
+            Self::UnknownSource => "not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::BadRequest | Self::UnreadableBody => "bad_request",
+            Self::TooLarge => "too_large",
             Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The reason code of a kind that has one of its own; the kinds that
+    /// wrap a provider's error take that error's code.
+    fn code(self) -> Option<&'static str> {
+        match self {
+            Self::UnknownSource => Some("unknown_source"),
+            Self::Unauthorized | Self::BadRequest => None,
+            Self::TooLarge => Some("too_large"),
+            Self::UnreadableBody => Some("unreadable_body"),
+            Self::Unavailable => Some("unavailable"),
         }
     }
 }
@@ -72,5 +104,30 @@ impl IntoResponse for IngressError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_cover_every_rejection_once() {
+        let labels = IngressError::labels();
+        let unique: std::collections::BTreeSet<_> = labels.iter().collect();
+        assert_eq!(unique.len(), labels.len(), "no pair twice: {labels:?}");
+        for error in [
+            IngressError::UnknownSource,
+            IngressError::Unauthorized(VerifyError::StaleTimestamp),
+            IngressError::BadRequest(PayloadError::InvalidJson("x".into())),
+            IngressError::TooLarge(1),
+            IngressError::UnreadableBody,
+            IngressError::Unavailable,
+        ] {
+            assert!(labels.contains(&(error.outcome(), error.code())), "{error:?} is listed");
+        }
+        assert!(labels.contains(&("unauthorized", "missing_signature")));
+        assert!(labels.contains(&("bad_request", "invalid_payload")));
+        assert_eq!(labels.len(), 10);
     }
 }

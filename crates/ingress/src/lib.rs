@@ -16,7 +16,7 @@
 //! accepting, lets requests in flight finish and returns.
 
 mod error;
-pub mod metrics;
+mod metrics;
 mod settings;
 mod webhook;
 

@@ -10,21 +10,13 @@ use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Reg
 /// `source` label of requests to a name no source has.
 pub const UNKNOWN_SOURCE: &str = "unknown";
 
-/// Every (outcome, reason) pair the ingress answers with.
-pub const OUTCOMES: &[(&str, &str)] = &[
-    ("accepted", "none"),
-    ("duplicate", "none"),
-    ("unauthorized", "missing_signature"),
-    ("unauthorized", "malformed_signature"),
-    ("unauthorized", "invalid_signature"),
-    ("unauthorized", "stale_timestamp"),
-    ("bad_request", "invalid_json"),
-    ("bad_request", "invalid_payload"),
-    ("bad_request", "unreadable_body"),
-    ("too_large", "too_large"),
-    ("unavailable", "unavailable"),
-    ("not_found", "unknown_source"),
-];
+/// Every (outcome, reason) pair the ingress answers with: the two answers
+/// that publish, then every rejection the error enums can express.
+fn outcomes() -> Vec<(&'static str, &'static str)> {
+    let mut outcomes = vec![("accepted", "none"), ("duplicate", "none")];
+    outcomes.extend(crate::IngressError::labels());
+    outcomes
+}
 
 #[derive(Debug, Clone)]
 pub struct IngressMetrics {
@@ -81,7 +73,7 @@ impl IngressMetrics {
         }
         let started = now_secs();
         for (source, provider) in sources {
-            for (outcome, reason) in OUTCOMES.iter().filter(|(o, _)| *o != "not_found") {
+            for (outcome, reason) in outcomes().iter().filter(|(o, _)| *o != "not_found") {
                 requests.with_label_values(&[source, outcome, reason]);
             }
             duration.with_label_values(&[source]);

@@ -67,11 +67,11 @@ async fn handle(
     })?;
     let now = Utc::now();
     if let Err(error) = source.verifier.verify_concurrent(headers, &body, now).await {
-        tracing::warn!(source = %name, reason = error.reason_code(), "webhook rejected: signature");
+        tracing::warn!(source = %name, reason = error.code(), "webhook rejected: signature");
         return Err(error.into());
     }
     let mut event = hookbridge_providers::normalize(source.provider, &body, &source.meta, now).map_err(|error| {
-        tracing::warn!(source = %name, reason = error.reason_code(), %error, "webhook rejected: payload");
+        tracing::warn!(source = %name, reason = error.code(), %error, "webhook rejected: payload");
         IngressError::from(error)
     })?;
     event.traceparent = Some(trace.to_string());

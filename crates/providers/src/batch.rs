@@ -36,10 +36,6 @@ impl KeySet {
         Self { keys, preferred: AtomicUsize::new(0) }
     }
 
-    pub fn keys(&self) -> &[VerifyingKey] {
-        &self.keys
-    }
-
     fn preferred(&self) -> usize {
         self.preferred.load(Ordering::Relaxed).min(self.keys.len().saturating_sub(1))
     }

@@ -1,6 +1,7 @@
 /// Why a webhook's signature was not accepted. Each maps to a 401 with a
 /// stable reason code; none of them carries secret material.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::EnumDiscriminants)]
+#[strum_discriminants(name(VerifyErrorKind), derive(strum::EnumIter))]
 pub enum VerifyError {
     #[error("the {0} header is missing")]
     MissingSignature(&'static str),
@@ -14,10 +15,18 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// A bounded reason code for responses, logs and metric labels.
-    pub fn reason_code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
+        VerifyErrorKind::from(self).code()
+    }
+}
+
+impl VerifyErrorKind {
+    /// The reason code of every error of this kind; `VerifyErrorKind::iter()`
+    /// lists them all (metric labels start at zero).
+    pub fn code(self) -> &'static str {
         match self {
-            Self::MissingSignature(_) => "missing_signature",
-            Self::MalformedSignature { .. } => "malformed_signature",
+            Self::MissingSignature => "missing_signature",
+            Self::MalformedSignature => "malformed_signature",
             Self::InvalidSignature => "invalid_signature",
             Self::StaleTimestamp => "stale_timestamp",
         }
@@ -25,7 +34,8 @@ impl VerifyError {
 }
 
 /// A correctly signed body that is not a valid payload for its provider.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::EnumDiscriminants)]
+#[strum_discriminants(name(PayloadErrorKind), derive(strum::EnumIter))]
 pub enum PayloadError {
     #[error("the body is not valid JSON: {0}")]
     InvalidJson(String),
@@ -34,14 +44,22 @@ pub enum PayloadError {
 }
 
 impl PayloadError {
-    pub fn reason_code(&self) -> &'static str {
-        match self {
-            Self::InvalidJson(_) => "invalid_json",
-            Self::InvalidShape { .. } => "invalid_payload",
-        }
+    /// A bounded reason code for responses, logs and metric labels.
+    pub fn code(&self) -> &'static str {
+        PayloadErrorKind::from(self).code()
     }
 
     pub(crate) fn shape(provider: &'static str, detail: impl Into<String>) -> Self {
         Self::InvalidShape { provider, detail: detail.into() }
+    }
+}
+
+impl PayloadErrorKind {
+    /// The reason code of every error of this kind.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidShape => "invalid_payload",
+        }
     }
 }

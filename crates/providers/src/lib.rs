@@ -10,13 +10,13 @@
 //!   timestamped `t=…,v1=…` form), because the format is unconfirmed.
 //! - [`redact`]: removes configured fields from the original payload.
 
-pub mod batch;
+mod batch;
 mod error;
 mod hmac_sig;
 pub mod mailpace;
 pub mod mailpipe;
 mod normalize;
-pub mod redact;
+mod redact;
 pub mod samples;
 mod settings;
 pub mod whippy;
@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use hookbridge_event::Event;
 use http::HeaderMap;
 
-pub use error::{PayloadError, VerifyError};
+pub use error::{PayloadError, PayloadErrorKind, VerifyError, VerifyErrorKind};
 pub use hmac_sig::HmacSecret;
 pub use normalize::SourceMeta;
 pub use redact::Redactor;

@@ -35,21 +35,33 @@ pub struct Verifier {
     keys: Arc<KeySet>,
 }
 
+/// Why a configured public key was refused (never showing the key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("is not strict base64")]
+    NotBase64,
+    #[error("decodes to {0} bytes, an Ed25519 public key has 32")]
+    WrongLength(usize),
+    #[error("is not a valid Ed25519 public key")]
+    NotAKey,
+    #[error("is a weak (small-order) Ed25519 key")]
+    Weak,
+}
+
 /// Parses a public key as MailPace shows it: strict base64 of 32 bytes.
 ///
 /// # Errors
-/// A message saying what is wrong with the key (never the key itself).
-pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, String> {
-    let bytes = STANDARD.decode(b64.trim()).map_err(|_| "is not strict base64".to_owned())?;
-    let bytes: [u8; 32] =
-        bytes.try_into().map_err(|b: Vec<u8>| format!("decodes to {} bytes, an Ed25519 public key has 32", b.len()))?;
-    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| "is not a valid Ed25519 public key".to_owned())?;
+/// What is wrong with the key (never the key itself).
+pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, KeyError> {
+    let bytes = STANDARD.decode(b64.trim()).map_err(|_| KeyError::NotBase64)?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| KeyError::WrongLength(b.len()))?;
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAKey)?;
     // A small-order key would accept forged signatures; with weak keys
     // refused here, RFC 8032 verification per request is as strict as
     // `verify_strict` for our purpose and skips its per-request point
     // decompression (about a tenth of the ingress's CPU under load).
     if key.is_weak() {
-        return Err("is a weak (small-order) Ed25519 key".to_owned());
+        return Err(KeyError::Weak);
     }
     Ok(key)
 }
@@ -175,21 +187,21 @@ mod tests {
     #[test]
     fn rejects_missing_and_malformed_signatures() {
         let v = Verifier::new(vec![key().verifying_key()]);
-        assert_eq!(v.verify(&HeaderMap::new(), b"{}").unwrap_err().reason_code(), "missing_signature");
-        assert_eq!(v.verify(&headers("not base64!"), b"{}").unwrap_err().reason_code(), "malformed_signature");
-        assert_eq!(v.verify(&headers("AAAA"), b"{}").unwrap_err().reason_code(), "malformed_signature");
+        assert_eq!(v.verify(&HeaderMap::new(), b"{}").unwrap_err().code(), "missing_signature");
+        assert_eq!(v.verify(&headers("not base64!"), b"{}").unwrap_err().code(), "malformed_signature");
+        assert_eq!(v.verify(&headers("AAAA"), b"{}").unwrap_err().code(), "malformed_signature");
     }
 
     #[test]
     fn public_keys_must_be_32_bytes_of_strict_base64() {
         let good = STANDARD.encode(key().verifying_key().to_bytes());
         assert!(parse_public_key(&good).is_ok());
-        assert!(parse_public_key("AAAA").unwrap_err().contains("3 bytes"));
+        assert_eq!(parse_public_key("AAAA").unwrap_err(), KeyError::WrongLength(3));
         assert!(parse_public_key("%%%").is_err());
         // The identity point: small order.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert!(parse_public_key(&STANDARD.encode(identity)).unwrap_err().contains("weak"));
+        assert_eq!(parse_public_key(&STANDARD.encode(identity)).unwrap_err(), KeyError::Weak);
     }
 
     #[test]

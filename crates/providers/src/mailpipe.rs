@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(v.verify(&headers(&sign(&new, body).to_uppercase()), body), Ok(()));
         let stranger = HmacSecret::new(b"x".to_vec());
         assert_eq!(v.verify(&headers(&sign(&stranger, body)), body), Err(VerifyError::InvalidSignature));
-        assert_eq!(v.verify(&headers("zz"), body).unwrap_err().reason_code(), "malformed_signature");
-        assert_eq!(v.verify(&headers("abcd"), body).unwrap_err().reason_code(), "malformed_signature");
+        assert_eq!(v.verify(&headers("zz"), body).unwrap_err().code(), "malformed_signature");
+        assert_eq!(v.verify(&headers("abcd"), body).unwrap_err().code(), "malformed_signature");
     }
 }

@@ -125,15 +125,24 @@ fn describe(error: &reqwest::Error) -> String {
     format!("{kind}: {cause}")
 }
 
+/// Why a CA bundle was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("holds no PEM certificate")]
+    Empty,
+    #[error("is not a PEM certificate bundle: {0}")]
+    Invalid(#[source] reqwest::Error),
+}
+
 /// Checks a PEM bundle of CA certificates.
 ///
 /// # Errors
 /// When it holds no certificate or cannot be parsed.
-pub fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
+pub fn check_ca_pem(pem: &[u8]) -> Result<(), CaError> {
     match reqwest::Certificate::from_pem_bundle(pem) {
         Ok(certificates) if !certificates.is_empty() => Ok(()),
-        Ok(_) => Err("holds no PEM certificate".to_owned()),
-        Err(e) => Err(format!("is not a PEM certificate bundle: {e}")),
+        Ok(_) => Err(CaError::Empty),
+        Err(e) => Err(CaError::Invalid(e)),
     }
 }
 

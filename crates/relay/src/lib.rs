@@ -13,7 +13,7 @@ pub mod api;
 pub mod circuit;
 pub mod deliver;
 mod error;
-pub mod metrics;
+mod metrics;
 pub mod policy;
 mod relay;
 pub mod replay;

@@ -33,33 +33,47 @@ impl fmt::Debug for SigningSecret {
     }
 }
 
+/// Why a signing secret or verification key was refused (never showing it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("a {0} key must be base64 after the prefix")]
+    NotBase64(&'static str),
+    #[error("a {prefix} key must decode to {expected} bytes, not {actual}")]
+    WrongLength { prefix: &'static str, expected: &'static str, actual: usize },
+    #[error("the whsk_ key's public half does not match its seed")]
+    MismatchedPublicHalf,
+    #[error("a whpk_ key must be an Ed25519 public key")]
+    NotAKey,
+    #[error("a signing secret starts with whsec_ (HMAC, v1) or whsk_ (Ed25519, v1a)")]
+    UnknownPrefix,
+}
+
 impl SigningSecret {
     /// Parses `whsec_<base64>` (24 to 64 bytes) or `whsk_<base64>` (a 32-byte
     /// seed, or 64 bytes of seed and public key).
     ///
     /// # Errors
     /// What is wrong, never the secret.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
         if let Some(b64) = s.strip_prefix("whsec_") {
-            let bytes =
-                STANDARD.decode(b64).map_err(|_| "a whsec_ secret must be base64 after the prefix".to_owned())?;
+            let bytes = STANDARD.decode(b64).map_err(|_| KeyError::NotBase64("whsec_"))?;
             if !(24..=64).contains(&bytes.len()) {
-                return Err(format!("a whsec_ secret must decode to 24-64 bytes, not {}", bytes.len()));
+                return Err(KeyError::WrongLength { prefix: "whsec_", expected: "24-64", actual: bytes.len() });
             }
             Ok(Self::Hmac(SecretSlice::from(bytes)))
         } else if let Some(b64) = s.strip_prefix("whsk_") {
-            let bytes = STANDARD.decode(b64).map_err(|_| "a whsk_ key must be base64 after the prefix".to_owned())?;
+            let bytes = STANDARD.decode(b64).map_err(|_| KeyError::NotBase64("whsk_"))?;
             let seed: [u8; 32] = match bytes.len() {
                 32 | 64 => bytes[..32].try_into().expect("32 bytes"),
-                n => return Err(format!("a whsk_ key must decode to 32 or 64 bytes, not {n}")),
+                actual => return Err(KeyError::WrongLength { prefix: "whsk_", expected: "32 or 64", actual }),
             };
             let key = SigningKey::from_bytes(&seed);
             if bytes.len() == 64 && bytes[32..] != key.verifying_key().to_bytes() {
-                return Err("the whsk_ key's public half does not match its seed".to_owned());
+                return Err(KeyError::MismatchedPublicHalf);
             }
             Ok(Self::Ed25519(Box::new(key)))
         } else {
-            Err("a signing secret starts with whsec_ (HMAC, v1) or whsk_ (Ed25519, v1a)".to_owned())
+            Err(KeyError::UnknownPrefix)
         }
     }
 
@@ -115,12 +129,15 @@ impl VerifyKey {
     ///
     /// # Errors
     /// What is wrong, never the secret.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
         if let Some(b64) = s.strip_prefix("whpk_") {
-            let bytes = STANDARD.decode(b64).map_err(|_| "a whpk_ key must be base64 after the prefix".to_owned())?;
-            let bytes: [u8; 32] = bytes.try_into().map_err(|_| "a whpk_ key must decode to 32 bytes".to_owned())?;
-            let key =
-                ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key".to_owned())?;
+            let bytes = STANDARD.decode(b64).map_err(|_| KeyError::NotBase64("whpk_"))?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| KeyError::WrongLength {
+                prefix: "whpk_",
+                expected: "32",
+                actual: b.len(),
+            })?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAKey)?;
             return Ok(Self::Ed25519(key));
         }
         match SigningSecret::parse(s)? {
@@ -237,14 +254,15 @@ mod tests {
         for (bad, says) in
             [("whsec_!!", "base64"), ("whsec_AAAA", "24-64"), ("plain", "whsec_"), ("whsk_AAAA", "32 or 64")]
         {
-            let err = SigningSecret::parse(bad).unwrap_err();
+            let err = SigningSecret::parse(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
         let key = SigningKey::from_bytes(&[5; 32]);
         let mut mismatched = key.to_bytes().to_vec();
         mismatched.extend([0u8; 32]);
         assert!(
-            SigningSecret::parse(&format!("whsk_{}", STANDARD.encode(mismatched))).unwrap_err().contains("public half")
+            SigningSecret::parse(&format!("whsk_{}", STANDARD.encode(mismatched))).unwrap_err()
+                == KeyError::MismatchedPublicHalf
         );
         assert!(!format!("{:?}", SigningSecret::parse(SECRET).unwrap()).contains("MfKQ9r8"));
     }

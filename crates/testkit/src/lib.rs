@@ -17,7 +17,7 @@ use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_bus::embedded::{EmbeddedBus, EmbeddedOptions};
 use hookbridge_bus::kafka::{KafkaBus, KafkaOptions};
 use hookbridge_bus::nats::{NatsBus, NatsOptions};
-use hookbridge_bus::{Bus, Publisher};
+use hookbridge_bus::{Bus, BusOptions, Publisher};
 use hookbridge_config::Config;
 use hookbridge_event::Event;
 use hookbridge_ingress::{Health, Ingress};
@@ -103,12 +103,21 @@ listen = "127.0.0.1:0"
 
 /// The bus a test app runs on: embedded, or with a broker of its own NATS
 /// when `HB_TEST_BACKEND=nats`, Kafka (noida-db's engine) when
-/// `HB_TEST_BACKEND=kafka`.
+/// `HB_TEST_BACKEND=kafka`. Opened the way the binary opens it
+/// ([`hookbridge_bus::open`]), with the broker it needs kept alive.
 #[derive(Debug)]
-pub enum TestBus {
-    Embedded(EmbeddedBus),
-    Nats(NatsBus, NatsServer),
-    Kafka(KafkaBus, Arc<KafkaBroker>),
+pub struct TestBus {
+    bus: Arc<dyn Bus>,
+    _broker: Broker,
+}
+
+/// Held only to keep the broker running for the bus's lifetime.
+#[derive(Debug)]
+#[expect(dead_code, reason = "held, never read: dropping it stops the broker")]
+enum Broker {
+    None,
+    Nats(NatsServer),
+    Kafka(Arc<KafkaBroker>),
 }
 
 static BROKERS: std::sync::Mutex<Vec<Arc<KafkaBroker>>> = std::sync::Mutex::new(Vec::new());
@@ -126,36 +135,46 @@ pub fn kafka_test_options(address: String) -> KafkaOptions {
 impl TestBus {
     /// The backend the environment asks for, in `dir`.
     pub async fn from_env(dir: &std::path::Path) -> Self {
-        if std::env::var("HB_TEST_BACKEND").is_ok_and(|b| b == "nats") {
-            let server = NatsServer::start();
-            let bus = NatsBus::open(NatsOptions::new(vec![server.url()], "hookbridge")).await.expect("NATS bus opens");
-            Self::Nats(bus, server)
-        } else if std::env::var("HB_TEST_BACKEND").is_ok_and(|b| b == "kafka") {
-            let broker = Arc::new(KafkaBroker::start());
-            // Kept until the test process ends: the app's consumers leave
-            // their groups after the test body returns.
-            BROKERS.lock().expect("brokers lock").push(broker.clone());
-            let bus = KafkaBus::open(kafka_test_options(broker.address())).await.expect("Kafka bus opens");
-            Self::Kafka(bus, broker)
-        } else {
-            Self::Embedded(EmbeddedBus::open(EmbeddedOptions::new(dir.join("bus"))).expect("bus opens"))
-        }
+        let backend = std::env::var("HB_TEST_BACKEND").unwrap_or_default();
+        let (options, broker) = match backend.as_str() {
+            "nats" => {
+                let server = NatsServer::start();
+                (BusOptions::Nats(NatsOptions::new(vec![server.url()], "hookbridge")), Broker::Nats(server))
+            }
+            "kafka" => {
+                let broker = Arc::new(KafkaBroker::start());
+                // Kept until the test process ends: the app's consumers leave
+                // their groups after the test body returns.
+                BROKERS.lock().expect("brokers lock").push(broker.clone());
+                (BusOptions::Kafka(kafka_test_options(broker.address())), Broker::Kafka(broker))
+            }
+            _ => (BusOptions::Embedded(EmbeddedOptions::new(dir.join("bus"))), Broker::None),
+        };
+        let bus = hookbridge_bus::open(&options).await.expect("the test bus opens");
+        Self { bus, _broker: broker }
+    }
+
+    /// An embedded bus opened by the test itself.
+    pub fn embedded(bus: EmbeddedBus) -> Self {
+        Self { bus: Arc::new(bus), _broker: Broker::None }
     }
 
     pub fn bus(&self) -> Arc<dyn Bus> {
-        match self {
-            Self::Embedded(bus) => Arc::new(bus.clone()),
-            Self::Nats(bus, _) => Arc::new(bus.clone()),
-            Self::Kafka(bus, _) => Arc::new(bus.clone()),
-        }
+        self.bus.clone()
     }
 
-    /// Every event the bus holds.
+    /// Every event the bus holds (a reading only tests need, so it is each
+    /// backend's own method rather than part of [`Bus`]).
     pub async fn read_all(&self) -> Vec<Event> {
-        match self {
-            Self::Embedded(bus) => bus.read_all().expect("bus readable"),
-            Self::Nats(bus, _) => bus.read_all().await.expect("NATS readable"),
-            Self::Kafka(bus, _) => bus.read_all().await.expect("Kafka readable"),
+        let any: &dyn std::any::Any = &*self.bus;
+        if let Some(bus) = any.downcast_ref::<EmbeddedBus>() {
+            bus.read_all().expect("bus readable")
+        } else if let Some(bus) = any.downcast_ref::<NatsBus>() {
+            bus.read_all().await.expect("NATS readable")
+        } else if let Some(bus) = any.downcast_ref::<KafkaBus>() {
+            bus.read_all().await.expect("Kafka readable")
+        } else {
+            unreachable!("the test bus is one of the three backends")
         }
     }
 }
@@ -193,7 +212,7 @@ impl TestApp {
 
     /// Starts the ingress publishing to `publisher` (for fault tests).
     pub async fn spawn_with(dir: TempDir, bus: EmbeddedBus, publisher: Arc<dyn Publisher>) -> Self {
-        Self::spawn_config(dir, TestBus::Embedded(bus), publisher, "").await
+        Self::spawn_config(dir, TestBus::embedded(bus), publisher, "").await
     }
 
     async fn spawn_config(dir: TempDir, bus: TestBus, publisher: Arc<dyn Publisher>, subscribers: &str) -> Self {
