@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use hookbridge_config::{Config, LogFormat};
+use hookbridge_ingress::serve::TlsReloader;
 use hookbridge_ingress::{Health, Ingress};
 use hookbridge_relay::Relay;
 use tokio::net::TcpListener;
@@ -151,7 +152,19 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
     } else {
         None
     };
+    let load_tls = |files: &Option<hookbridge_ingress::serve::TlsFiles>, key: &str| {
+        files.clone().map(TlsReloader::load).transpose().with_context(|| format!("loading {key}"))
+    };
+    let ingress_tls = if role.ingress { load_tls(&config.ingress.listener.tls, "ingress.tls")? } else { None };
+    let admin_tls = load_tls(&config.admin.listener.tls, "admin.tls")?;
+    reload_tls_on_hangup(ingress_tls.iter().chain(&admin_tls).cloned().collect());
     tracing::info!(
+        tls = match (&ingress_tls, &admin_tls) {
+            (Some(_), Some(_)) => "webhooks and admin",
+            (Some(_), None) => "webhooks",
+            (None, Some(_)) => "admin",
+            (None, None) => "off",
+        },
         webhooks = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("-".to_owned(), |a| a.to_string()),
         admin = %admin.local_addr()?,
         backend = bus.backend(),
@@ -161,13 +174,18 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
         "hookbridge listening"
     );
     let admin_stop = CancellationToken::new();
-    let admin_server = axum::serve(admin, admin_router).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
-    let admin_task = tokio::spawn(async move { admin_server.await });
+    let admin_task = tokio::spawn(hookbridge_ingress::serve_admin(
+        admin,
+        admin_router,
+        config.admin.listener.clone(),
+        admin_tls,
+        admin_stop.clone(),
+    ));
 
     let grace = config.ingress.shutdown_grace.max(config.relay_shutdown_grace);
     let work = async {
         if let (Some(listener), Some(ingress)) = (listener, ingress) {
-            hookbridge_ingress::serve_webhooks(ingress, health.clone(), listener, shutdown.clone()).await?;
+            hookbridge_ingress::serve_webhooks(ingress, health.clone(), listener, ingress_tls, shutdown.clone()).await;
         } else {
             shutdown.cancelled().await;
             health.start_draining();
@@ -212,6 +230,30 @@ fn metrics_registry(role: Role) -> anyhow::Result<prometheus::Registry> {
     registry.register(Box::new(build))?;
     registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
     Ok(registry)
+}
+
+/// Loads the listeners' certificates again on SIGHUP (they are also
+/// reloaded when their files change). Without TLS, SIGHUP keeps its
+/// default action.
+fn reload_tls_on_hangup(reloaders: Vec<Arc<TlsReloader>>) {
+    #[cfg(unix)]
+    if !reloaders.is_empty() {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; certificates reload only when their files change");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!(listeners = reloaders.len(), "SIGHUP: reloading TLS certificates");
+                for reloader in &reloaders {
+                    if let Err(error) = reloader.reload() {
+                        tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one");
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Fires `token` on SIGTERM (Kubernetes) or Ctrl-C.

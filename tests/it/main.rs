@@ -4,6 +4,7 @@
 mod binary;
 mod cli;
 mod docs;
+mod hostile;
 mod matrix;
 mod observability;
 mod outage;

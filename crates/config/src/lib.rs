@@ -15,6 +15,7 @@
 //! - this module: validation into [`Config`].
 
 mod bus;
+mod listener;
 pub mod raw;
 mod relay;
 pub mod secret;
@@ -70,6 +71,8 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Bearer token of the admin API.
     pub token: Option<SecretString>,
+    /// Limits and TLS of the admin listener.
+    pub listener: hookbridge_ingress::serve::ListenerSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +174,9 @@ impl Config {
         if raw.ingress.max_body_bytes == 0 {
             problem("ingress.max_body_bytes".into(), "must be greater than 0".into());
         }
+        let (ingress_listener, ingress_problems) = listener::ingress(&raw.ingress);
+        let (admin_listener, admin_problems) = listener::admin(&raw.admin);
+        ingress_problems.into_iter().chain(admin_problems).for_each(|(p, m)| problem(p, m));
         if let Some(endpoint) = &raw.tracing.otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
@@ -249,7 +255,10 @@ impl Config {
             topic_prefix: raw.bus.topic_prefix.clone(),
             ingress: IngressSettings {
                 listen: raw.ingress.listen,
+                listener: ingress_listener,
                 max_body_bytes: raw.ingress.max_body_bytes,
+                body_read_timeout: raw.ingress.body_read_timeout,
+                max_in_flight: raw.ingress.max_in_flight,
                 publish_timeout: raw.ingress.publish_timeout,
                 shutdown_grace: raw.ingress.shutdown_grace,
                 sources,
@@ -260,7 +269,7 @@ impl Config {
                 status_interval: raw.relay.status_interval,
             },
             relay_shutdown_grace: raw.relay.shutdown_grace,
-            admin: AdminSettings { listen: raw.admin.listen, token },
+            admin: AdminSettings { listen: raw.admin.listen, token, listener: admin_listener },
             log: LogSettings { format: raw.log.format, level: raw.log.level },
             tracing: TracingSettings {
                 otlp_traces_url: raw.tracing.otlp_endpoint.map(|e| format!("{}/v1/traces", e.trim_end_matches('/'))),

@@ -255,7 +255,31 @@ pub struct IngressConfig {
     /// On SIGTERM, how long requests in flight may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// From a request's first byte to its last header line.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// From the end of the headers to the last byte of the body.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Request line and headers together (larger: 431).
+    pub max_header_bytes: usize,
+    /// Open connections (the next: 503 and closed).
+    pub max_connections: usize,
+    /// Webhooks being read, verified or published at once (the next: 503).
+    pub max_in_flight: usize,
+    pub tls: Option<TlsConfig>,
     pub sources: Vec<SourceConfig>,
+}
+
+/// A listener's certificate chain and private key, PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for IngressConfig {
@@ -265,6 +289,13 @@ impl Default for IngressConfig {
             max_body_bytes: 1024 * 1024,
             publish_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(25),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            max_in_flight: 1024,
+            tls: None,
             sources: Vec::new(),
         }
     }
@@ -301,11 +332,12 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token of the admin API; without it the API refuses every call.
     pub token: Option<SecretRef>,
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), token: None }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9090)), token: None, tls: None }
     }
 }
 

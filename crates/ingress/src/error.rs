@@ -21,6 +21,10 @@ pub enum IngressError {
     TooLarge(usize),
     #[error("the request body could not be read")]
     UnreadableBody,
+    #[error("the body did not arrive within {0:?}")]
+    SlowBody(std::time::Duration),
+    #[error("too many webhooks in flight; retry in a second")]
+    Overloaded,
     #[error("the event could not be stored; retry later")]
     Unavailable,
 }
@@ -38,7 +42,8 @@ impl IngressError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) | Self::UnreadableBody => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -79,7 +84,9 @@ impl IngressErrorKind {
             Self::Unauthorized => "unauthorized",
             Self::BadRequest | Self::UnreadableBody => "bad_request",
             Self::TooLarge => "too_large",
+            Self::SlowBody => "timeout",
             Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
         }
     }
 
@@ -91,7 +98,9 @@ impl IngressErrorKind {
             Self::Unauthorized | Self::BadRequest => None,
             Self::TooLarge => Some("too_large"),
             Self::UnreadableBody => Some("unreadable_body"),
+            Self::SlowBody => Some("slow_body"),
             Self::Unavailable => Some("unavailable"),
+            Self::Overloaded => Some("overloaded"),
         }
     }
 }
@@ -100,8 +109,17 @@ impl IntoResponse for IngressError {
     fn into_response(self) -> Response {
         let mut response =
             (self.status(), Json(ErrorBody { error: self.code(), message: self.to_string() })).into_response();
-        if matches!(self, Self::Unavailable) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        match self {
+            Self::Unavailable => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Overloaded => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::SlowBody(_) => {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
@@ -122,12 +140,14 @@ mod tests {
             IngressError::BadRequest(PayloadError::InvalidJson("x".into())),
             IngressError::TooLarge(1),
             IngressError::UnreadableBody,
+            IngressError::SlowBody(std::time::Duration::from_secs(1)),
             IngressError::Unavailable,
+            IngressError::Overloaded,
         ] {
             assert!(labels.contains(&(error.outcome(), error.code())), "{error:?} is listed");
         }
         assert!(labels.contains(&("unauthorized", "missing_signature")));
         assert!(labels.contains(&("bad_request", "invalid_payload")));
-        assert_eq!(labels.len(), 10);
+        assert_eq!(labels.len(), 12);
     }
 }

@@ -17,6 +17,7 @@
 
 mod error;
 mod metrics;
+pub mod serve;
 mod settings;
 mod webhook;
 
@@ -45,7 +46,11 @@ pub struct Ingress {
     publisher: Arc<dyn Publisher>,
     publish_timeout: Duration,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
+    in_flight: tokio::sync::Semaphore,
+    listener: serve::ListenerSettings,
     metrics: metrics::IngressMetrics,
+    listener_metrics: serve::ListenerMetrics,
     bus_metrics: hookbridge_bus::metrics::BusMetrics,
 }
 
@@ -65,19 +70,22 @@ impl Ingress {
         Ok(Self {
             sources: settings.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
             metrics: metrics::IngressMetrics::register(registry, &sources)?,
+            listener_metrics: serve::ListenerMetrics::register(registry, "ingress")?,
             bus_metrics: hookbridge_bus::metrics::BusMetrics::register(registry, publisher.backend())?,
             publisher,
             publish_timeout: settings.publish_timeout,
             max_body_bytes: settings.max_body_bytes,
+            body_read_timeout: settings.body_read_timeout,
+            in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
+            listener: settings.listener.clone(),
         })
     }
 
-    /// The webhook router.
+    /// The webhook router (the body's limits are applied by the handler).
     pub fn router(self: Arc<Self>) -> Router {
-        let limit = self.max_body_bytes;
         Router::new()
             .route("/webhooks/{source}", post(webhook::receive))
-            .layer(DefaultBodyLimit::max(limit))
+            .layer(DefaultBodyLimit::disable())
             .with_state(self)
     }
 }
@@ -145,14 +153,18 @@ pub async fn serve_webhooks(
     ingress: Arc<Ingress>,
     health: Arc<Health>,
     listener: TcpListener,
+    tls: Option<Arc<serve::TlsReloader>>,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, ingress.router())
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            health.start_draining();
-        })
-        .await
+) {
+    let stop = CancellationToken::new();
+    let draining = stop.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        health.start_draining();
+        draining.cancel();
+    });
+    let (settings, metrics) = (ingress.listener.clone(), ingress.listener_metrics.clone());
+    serve::serve(listener, ingress.router(), settings, tls, Some(metrics), stop).await;
 }
 
 /// Serves the webhook router and `admin` (health, readiness and whatever
@@ -171,10 +183,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let admin_stop = CancellationToken::new();
-    let admin_server = axum::serve(admin_listener, admin).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
-    let admin_task = tokio::spawn(async move { admin_server.await });
-    let result = serve_webhooks(ingress, health, listener, shutdown).await;
+    let admin_task =
+        tokio::spawn(serve_admin(admin_listener, admin, serve::ListenerSettings::admin(), None, admin_stop.clone()));
+    serve_webhooks(ingress, health, listener, None, shutdown).await;
     admin_stop.cancel();
-    admin_task.await.map_err(std::io::Error::other)??;
-    result
+    admin_task.await.map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// Serves the admin listener (health, readiness, metrics and the admin API
+/// the caller merged in) until `shutdown` fires.
+pub async fn serve_admin(
+    listener: TcpListener,
+    admin: Router,
+    settings: serve::ListenerSettings,
+    tls: Option<Arc<serve::TlsReloader>>,
+    shutdown: CancellationToken,
+) {
+    serve::serve(listener, admin, settings, tls, None, shutdown).await;
 }

@@ -10,7 +10,15 @@ use hookbridge_providers::{Provider, SourceMeta, Verifier};
 #[derive(Debug)]
 pub struct IngressSettings {
     pub listen: SocketAddr,
+    /// Connections, header size and timeouts, TLS.
+    pub listener: crate::serve::ListenerSettings,
     pub max_body_bytes: usize,
+    /// From the end of the headers to the last byte of the body; slower is
+    /// answered 408.
+    pub body_read_timeout: Duration,
+    /// Webhooks being read, verified or published at once; beyond it the
+    /// next is answered 503 with `Retry-After` before its body is read.
+    pub max_in_flight: usize,
     /// How long a request waits for the bus to acknowledge before it is
     /// answered 503.
     pub publish_timeout: Duration,

@@ -2,10 +2,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, header};
 use chrono::Utc;
 use hookbridge_bus::PublishOutcome;
 use hookbridge_event::trace::{self, SpanKind, TraceContext};
@@ -25,7 +24,7 @@ pub(crate) async fn receive(
     State(ingress): State<Arc<Ingress>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<Accepted>, IngressError> {
     let started = Instant::now();
     // Continue the caller's trace when it sent one, or start a new one.
@@ -50,21 +49,37 @@ pub(crate) async fn receive(
     result.map(Json)
 }
 
+/// Reads the body within the limits: its size (a too-large
+/// `Content-Length` is refused before reading) and its time.
+async fn read_body(ingress: &Ingress, headers: &HeaderMap, body: Body) -> Result<Bytes, IngressError> {
+    let limit = ingress.max_body_bytes;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(IngressError::TooLarge(limit));
+    }
+    match tokio::time::timeout(ingress.body_read_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(IngressError::SlowBody(ingress.body_read_timeout)),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => {
+            let too_large =
+                std::error::Error::source(&error).is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+            Err(if too_large { IngressError::TooLarge(limit) } else { IngressError::UnreadableBody })
+        }
+    }
+}
+
 async fn handle(
     ingress: &Ingress,
     name: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     trace: TraceContext,
 ) -> Result<Accepted, IngressError> {
     let source = ingress.sources.get(name).ok_or(IngressError::UnknownSource)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IngressError::TooLarge(ingress.max_body_bytes)
-        } else {
-            IngressError::UnreadableBody
-        }
-    })?;
+    // Held until the answer: reading, verifying and publishing count.
+    let _permit = ingress.in_flight.try_acquire().map_err(|_| IngressError::Overloaded)?;
+    let body = read_body(ingress, headers, body).await?;
     let now = Utc::now();
     if let Err(error) = source.verifier.verify_concurrent(headers, &body, now).await {
         tracing::warn!(source = %name, reason = error.code(), "webhook rejected: signature");
