@@ -12,4 +12,5 @@ mod rejections;
 mod relay;
 mod restarts;
 mod support;
+mod tls;
 mod unavailable;

@@ -249,3 +249,43 @@ impl Delivery {
         self.acker.dead_letter(group, failure).await
     }
 }
+
+/// Entry points for `fuzz/` (cargo-fuzz, `scripts/fuzz`): the formats the
+/// backends read back from storage. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use hookbridge_event::Event;
+
+    use crate::Failure;
+    use crate::embedded::record;
+
+    /// Decodes `bytes` as each kind of embedded-bus record; whatever decodes
+    /// must encode back to the same record.
+    pub fn embedded_records(bytes: &[u8]) {
+        if let Some(r) = record::decode(bytes) {
+            assert_eq!(record::encode(r.appended_ms, r.ty, r.key, r.json), bytes, "a record round-trips");
+            let _ = Event::from_json(r.json);
+        }
+        if let Some((attempt, rest)) = record::decode_delayed(bytes) {
+            assert_eq!(record::encode_delayed(attempt, rest), bytes, "a delayed record round-trips");
+        }
+        if let Some((failure, dead_ms, rest)) = record::decode_dead_letter(bytes) {
+            let encoded = record::encode_dead_letter(&failure, dead_ms, rest);
+            let (again, again_ms, again_rest) = record::decode_dead_letter(&encoded).expect("what we encode decodes");
+            assert_eq!((again, again_ms, again_rest), (failure, dead_ms, rest), "a dead letter round-trips");
+        }
+    }
+
+    /// What NATS and Kafka read back: an event's JSON (the payload) and a
+    /// failure's JSON (a dead letter's header).
+    pub fn broker_payloads(bytes: &[u8]) {
+        if let Ok(event) = Event::from_json(bytes) {
+            let json = event.to_json();
+            assert_eq!(Event::from_json(&json).expect("ours parses").to_json(), json, "an event round-trips");
+        }
+        if let Ok(failure) = serde_json::from_slice::<Failure>(bytes) {
+            let json = serde_json::to_vec(&failure).expect("serializes");
+            assert_eq!(serde_json::from_slice::<Failure>(&json).expect("ours parses"), failure);
+        }
+    }
+}

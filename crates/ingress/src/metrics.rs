@@ -78,10 +78,11 @@ impl IngressMetrics {
             }
             duration.with_label_values(&[source]);
             last_accepted.with_label_values(&[source]).set(started);
-            for ty in taxonomy::KNOWN.iter().copied().chain([taxonomy::OTHER]) {
-                if ty.starts_with("email.") || ty.starts_with("domain.") || *provider == "whippy" {
-                    published.with_label_values(&[provider, ty]);
-                }
+            // The email providers' types, or the messaging names Whippy
+            // documents; every provider's unknown names count as `other`.
+            let types = if *provider == "whippy" { taxonomy::PASSTHROUGH_KNOWN } else { taxonomy::KNOWN };
+            for ty in types.iter().copied().chain([taxonomy::OTHER]) {
+                published.with_label_values(&[provider, ty]);
             }
         }
         requests.with_label_values(&[UNKNOWN_SOURCE, "not_found", "unknown_source"]);

@@ -29,15 +29,7 @@ pub const SIGNATURE_HEADER: &str = "x-whippy-signature";
 const HEADER_NAME: &str = "X-Whippy-Signature";
 
 /// Events Whippy documents or is reported to send; it publishes no complete list.
-pub const EVENTS: &[&str] = &[
-    "message.created",
-    "message.updated",
-    "campaign.updated",
-    "call.analyzed",
-    "contact.created",
-    "conversation.updated",
-    "sequence.updated",
-];
+pub const EVENTS: &[&str] = hookbridge_event::taxonomy::PASSTHROUGH_KNOWN;
 
 /// Default tolerance of the timestamped scheme.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);

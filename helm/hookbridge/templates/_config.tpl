@@ -86,6 +86,18 @@ listen = "0.0.0.0:8080"
 max_body_bytes = {{ $v.config.maxBodyBytes | int }}
 publish_timeout = {{ $v.config.publishTimeout | quote }}
 shutdown_grace = {{ $v.config.ingressShutdownGrace | quote }}
+header_read_timeout = {{ $v.config.headerReadTimeout | quote }}
+idle_timeout = {{ $v.config.idleTimeout | quote }}
+body_read_timeout = {{ $v.config.bodyReadTimeout | quote }}
+max_header_bytes = {{ $v.config.maxHeaderBytes | int }}
+max_connections = {{ $v.config.maxConnections | int }}
+max_in_flight = {{ $v.config.maxInFlight | int }}
+{{- if $v.ingressTls.secretName }}
+
+[ingress.tls]
+cert_file = "/etc/hookbridge-tls/tls.crt"
+key_file = "/etc/hookbridge-tls/tls.key"
+{{- end }}
 {{- range $v.sources }}
 
 [[ingress.sources]]

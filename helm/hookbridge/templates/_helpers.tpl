@@ -133,6 +133,11 @@ volumeMounts:
     mountPath: /etc/hookbridge-secrets/kafka-ca
     readOnly: true
   {{- end }}
+  {{- with .root.Values.ingressTls.secretName }}
+  - name: ingress-tls
+    mountPath: /etc/hookbridge-tls
+    readOnly: true
+  {{- end }}
 {{- end }}
 
 {{/* The volumes behind hookbridge.container's mounts. */}}
@@ -157,6 +162,11 @@ volumeMounts:
 {{- end }}
 {{- with .Values.bus.kafka.tls.caSecret }}
 - name: kafka-ca
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- with .Values.ingressTls.secretName }}
+- name: ingress-tls
   secret:
     secretName: {{ . }}
 {{- end }}

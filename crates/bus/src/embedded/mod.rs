@@ -13,7 +13,7 @@
 //! share groups.
 
 mod consumer;
-mod record;
+pub(crate) mod record;
 mod tables;
 mod writer;
 
