@@ -9,7 +9,7 @@ use hookbridge_relay::sign::{SigningSecret, VerifyKey, signature_header, verify}
 use libfuzzer_sys::fuzz_target;
 
 const HMAC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const ED25519: &str = "whsk_BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+const ED25519: &str = "whsk_BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const NOW: i64 = 1_760_000_000;
 
 static SECRETS: LazyLock<Vec<SigningSecret>> =

@@ -84,6 +84,11 @@ async fn bad_payloads_under_valid_signatures_are_400() {
             (b"[1,2,3]".to_vec(), "invalid_payload"),
             (br#"{"event": "email.queued"}"#.to_vec(), "invalid_payload"),
             (br#"{"type": 3, "event": 3, "data": 1, "payload": 1}"#.to_vec(), "invalid_payload"),
+            // Hostile shapes: nesting far past any parser's recursion
+            // limit, and bytes that are not UTF-8.
+            ("[".repeat(30_000).into_bytes(), "invalid_json"),
+            (format!("{{\"a\":{}", "{\"a\":".repeat(12_000)).into_bytes(), "invalid_json"),
+            (b"{\"event\": \"\xff\xfe\"}".to_vec(), "invalid_json"),
         ] {
             let header = signer.header(&body, now);
             expect(&app, source, body, &[header], 400, code).await;
@@ -101,6 +106,28 @@ async fn oversize_bodies_are_413_and_unknown_sources_404() {
     body.extend(format!(r#","padding":"{}"}}"#, "x".repeat(70_000)).bytes());
     let header = signer.header(&body, Utc::now());
     expect(&app, "mailpipe", body, &[header], 413, "too_large").await;
+
+    // Chunked, so no Content-Length announces it: cut at the limit.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "POST /webhooks/mailpipe HTTP/1.1\r\nhost: {}\r\ntransfer-encoding: chunked\r\n{}: 00\r\n\r\n",
+            app.addr,
+            signer.header(b"", Utc::now()).0
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        for _ in 0..100 {
+            if stream.write_all(format!("400\r\n{}\r\n", " ".repeat(1024)).as_bytes()).await.is_err() {
+                break; // answered and closed before the end: fine
+            }
+        }
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+        let mut answer = vec![0u8; 512];
+        let n = stream.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
 
     let (body, header) = keys::signed(&signer, "email.sent", 2, Utc::now());
     expect(&app, "no-such-source", body, &[header], 404, "unknown_source").await;

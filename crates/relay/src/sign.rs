@@ -177,7 +177,8 @@ pub fn verify(
         return Err(Rejected::MissingHeader);
     };
     let ts: i64 = timestamp.parse().map_err(|_| Rejected::BadTimestamp)?;
-    if (now - ts).abs() > tolerance_secs {
+    // `abs_diff`: a timestamp near i64::MIN must not overflow.
+    if now.abs_diff(ts) > tolerance_secs.unsigned_abs() {
         return Err(Rejected::BadTimestamp);
     }
     let content: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
@@ -246,6 +247,18 @@ mod tests {
                 Err(Rejected::BadTimestamp)
             );
             assert_eq!(verify(keys, Some(ID), None, Some(&header), BODY, TIMESTAMP, 300), Err(Rejected::MissingHeader));
+        }
+    }
+
+    #[test]
+    fn extreme_timestamps_are_rejected_not_overflowed() {
+        let keys = [VerifyKey::parse(SECRET).unwrap()];
+        for ts in [i64::MIN.to_string(), i64::MAX.to_string(), "-1".to_owned()] {
+            assert_eq!(
+                verify(&keys, Some("msg_1"), Some(&ts), Some("v1,AAAA"), b"{}", 1_700_000_000, 300),
+                Err(Rejected::BadTimestamp),
+                "{ts}"
+            );
         }
     }
 
