@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use hookbridge_testkit::keys;
 
-use crate::support::{BIN, write_config_with};
+use crate::support::{BIN, Running, write_config_with};
 
 /// A self-signed certificate for `127.0.0.1` and `localhost`: (cert, key) PEM.
 fn certificate() -> (String, String) {
@@ -42,47 +42,6 @@ async fn post_webhook(client: &reqwest::Client, url: &str, seq: u64) -> reqwest:
     Ok(client.post(url).header(name, sig).body(body).send().await?.status().as_u16())
 }
 
-/// `hookbridge run` with TLS on both listeners; the addresses it logged.
-struct TlsRunning {
-    child: std::process::Child,
-    webhooks: String,
-    admin: String,
-}
-
-impl Drop for TlsRunning {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &Path) -> TlsRunning {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("hookbridge listening") {
-                let field = |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name)).unwrap().to_owned();
-                assert!(
-                    line.contains("tls=\"webhooks and admin\"") || line.contains("tls=webhooks and admin"),
-                    "{line}"
-                );
-                let _ = tx.send((field("webhooks="), field("admin=")));
-            }
-        }
-    });
-    let (webhooks, admin) = rx.recv_timeout(Duration::from_secs(30)).expect("hookbridge reports its addresses");
-    TlsRunning { child, webhooks, admin }
-}
-
 async fn until_accepted(cert: &str, url: &str, within: Duration) -> Duration {
     let client = client_trusting(cert);
     let started = Instant::now();
@@ -107,7 +66,7 @@ async fn both_listeners_serve_tls_and_reload_on_sighup_and_on_change() {
         dir.path().display()
     );
     let config = write_config_with(dir.path(), &tls);
-    let running = start(&config);
+    let running = Running::start(&config);
     let url = format!("https://{}/webhooks/mailpipe", running.webhooks);
 
     let client = client_trusting(&first.0);
@@ -164,7 +123,7 @@ async fn check_reports_a_missing_or_mismatched_tls_pair() {
 async fn the_admin_listener_answers_only_probes_and_metrics_without_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config_with(dir.path(), &crate::support::subscriber_toml("sink", "http://127.0.0.1:9/hook", ""));
-    let running = crate::support::Running::start(&config);
+    let running = Running::start(&config);
     let client = reqwest::Client::new();
     let get = |path: &str| {
         let url = format!("http://{}{path}", running.admin);

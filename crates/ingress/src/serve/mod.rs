@@ -22,7 +22,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -112,7 +112,7 @@ impl ListenerMetrics {
 /// How many refusals may be written at once; beyond it, a connection over
 /// the limit is closed without an answer.
 const MAX_REFUSING: usize = 256;
-/// How long a refusal may take to write.
+/// How long a refusal may take to write and drain.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\n\
 content-type: application/json\r\ncontent-length: 76\r\n\r\n\
@@ -193,11 +193,16 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// Answers a connection over the limit without reading from it.
+/// Answers a connection over the limit before reading its request, then
+/// drains what the client already sent for a moment: closing with unread
+/// bytes would reset the connection and could discard the answer.
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(REFUSAL_WRITE, async {
         stream.write_all(REFUSAL).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
     })
     .await;
 }
