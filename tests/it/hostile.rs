@@ -65,6 +65,22 @@ async fn webhook_answered(client: &reqwest::Client, running: &Running, seq: u64,
     assert!(started.elapsed() < within);
 }
 
+/// Everything the server writes on `stream` until it closes, within `within`.
+async fn read_answer(stream: &mut TcpStream, within: Duration, what: &str) -> String {
+    let mut answer = String::new();
+    tokio::time::timeout(within, stream.read_to_string(&mut answer)).await.expect(what).unwrap();
+    answer
+}
+
+/// Waits until the listener holds `n` open connections (its gauge).
+async fn connections_open(client: &reqwest::Client, running: &Running, n: f64) {
+    let start = Instant::now();
+    while metric(client, running, "hookbridge_ingress_connections ").await < n {
+        assert!(start.elapsed() < Duration::from_secs(5), "{n} connections were not accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn metric(client: &reqwest::Client, running: &Running, line_start: &str) -> f64 {
     let text = client.get(format!("http://{}/metrics", running.admin)).send().await.unwrap().text().await.unwrap();
     text.lines()
@@ -131,19 +147,14 @@ async fn connections_over_the_limit_are_refused_503_until_the_stalled_ones_are_c
     let running = Running::start(&config);
 
     let held = open_many(running.webhooks, 50, b"POST /webhooks/mailpipe HTTP/1.1\r\n").await;
-    // Accepted in order: the 51st is over the limit.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = reqwest::Client::new();
+    connections_open(&client, &running, 50.0).await;
     let mut over = TcpStream::connect(running.webhooks).await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(2), over.read_to_string(&mut answer))
-        .await
-        .expect("refused at once")
-        .unwrap();
+    let answer = read_answer(&mut over, Duration::from_secs(2), "refused at once").await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 1"), "{answer}");
 
     all_closed_within(&held, Duration::from_secs(4)).await;
-    let client = reqwest::Client::new();
     webhook_answered(&client, &running, 1, Duration::from_secs(1)).await;
     assert!(
         metric(&client, &running, "hookbridge_ingress_connections_refused_total{reason=\"max_connections\"}").await
@@ -164,7 +175,14 @@ async fn webhooks_beyond_max_in_flight_are_shed_503_and_slow_bodies_get_408() {
         running.webhooks
     );
     let mut slow = open_many(running.webhooks, 4, head.as_bytes()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The four are in flight once the fifth connection (the metrics
+    // scrape's) sees their permits taken: wait for the slots to fill.
+    let started = Instant::now();
+    while metric(&client, &running, "hookbridge_ingress_connections ").await < 4.0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the slow requests were not accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     let (body, (name, sig)) = hookbridge_testkit::keys::signed(
         &hookbridge_testkit::keys::signer("mailpipe"),
@@ -181,11 +199,7 @@ async fn webhooks_beyond_max_in_flight_are_shed_503_and_slow_bodies_get_408() {
     assert_eq!(answer["error"], "overloaded");
 
     for stream in &mut slow {
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(4), stream.read_to_string(&mut answer))
-            .await
-            .expect("the slow body is answered")
-            .unwrap();
+        let answer = read_answer(stream, Duration::from_secs(4), "the slow body is answered").await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("slow_body"), "{answer}");
     }
