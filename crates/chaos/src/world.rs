@@ -150,6 +150,7 @@ impl World {
                 // Its store and log stay in the run's directory, for a post-mortem.
                 let (store, log) = (dir.join("nats"), dir.join("nats-server.log"));
                 let server = tokio::task::spawn_blocking(move || NatsServer::start_keeping(&store, &log)).await?;
+                println!("broker: {}", NatsServer::version());
                 let toml = format!("[bus.nats]\nurl = \"{}\"\n", server.url());
                 (Broker::Nats(server), toml)
             }
@@ -440,10 +441,13 @@ impl World {
         }
     }
 
-    /// Stops every process.
+    /// Stops every process, the broker last: nothing of the run outlives
+    /// it, whether it ends well or exits on a violation.
     pub async fn shut_down(&self) {
         for process in self.backend.processes() {
             self.stop(process, true).await;
         }
+        let broker = std::mem::replace(&mut *self.broker.lock().expect("broker lock"), Broker::None);
+        drop(broker);
     }
 }
