@@ -120,6 +120,26 @@ async fn kill_9_of_the_relay_before_its_first_commit_on_kafka_loses_nothing() {
     eprintln!("kafka (tansu, session.timeout.ms 6000): everything delivered {recovery:?} after the restart");
 }
 
+/// A relay with a static group membership (`instance_id`), killed and
+/// started again under the same id, takes its own place back at once: no
+/// wait for the dead member's session (60 s here), no rebalance. On
+/// noida-db, whose engine never expires a dead member, the same relay
+/// without an `instance_id` delivers nothing more (56 of 60 events missing
+/// after 45 s when tried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_static_member_relay_on_kafka_is_taken_over_at_once() {
+    let broker = hookbridge_brokers::KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = format!(
+        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 2\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n\
+         instance_id = \"relay-0\"\n[bus.kafka.properties]\n\"session.timeout.ms\" = 60000\n",
+        broker.address()
+    );
+    let recovery = relay_kill_9(dir.path(), "kafka", &bus, 4).await;
+    assert!(recovery < Duration::from_secs(20), "the restarted static member waited: {recovery:?}");
+    eprintln!("kafka (noida-db, static member, session 60 s): everything delivered {recovery:?} after the restart");
+}
+
 /// The same on NATS: what the killed relay had fetched comes again after
 /// `ack_wait`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,6 +137,11 @@ fn binary() -> std::path::PathBuf {
         .map(|dir| dir.join("nats-server"))
         .find(|candidate| candidate.is_file());
     on_path
-        .or_else(|| ["/usr/local/bin/nats-server", "/usr/sbin/nats-server"].map(std::path::PathBuf::from).into_iter().find(|p| p.is_file()))
+        .or_else(|| {
+            ["/usr/local/bin/nats-server", "/usr/sbin/nats-server"]
+                .map(std::path::PathBuf::from)
+                .into_iter()
+                .find(|p| p.is_file())
+        })
         .unwrap_or_else(|| "nats-server".into())
 }

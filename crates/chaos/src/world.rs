@@ -233,7 +233,16 @@ impl World {
             std::fs::write(&config, self.config(process, slot.webhooks, slot.admin, slot.with_late))?;
             let log =
                 std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{process}.log")))?;
-            let child = Command::new(&self.bin)
+            let mut command = Command::new(&self.bin);
+            // HB_CHAOS_KAFKA_STATIC=0: dynamic membership, for a comparison.
+            let static_members = std::env::var("HB_CHAOS_KAFKA_STATIC").map_or(true, |v| v != "0");
+            if self.backend == Backend::Kafka && process.delivers() && static_members {
+                // Static group membership, named as a StatefulSet names its
+                // pods and given as its manifest gives it (docs/kafka.md): a
+                // relay restarted after a kill -9 takes its own place back.
+                command.env("HOOKBRIDGE_BUS__KAFKA__INSTANCE_ID", process.to_string());
+            }
+            let child = command
                 .args([process.verb(), "--config"])
                 .arg(&config)
                 // HB_CHAOS_LOG: the processes' log filter, for an investigation.

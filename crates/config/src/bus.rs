@@ -58,6 +58,15 @@ fn build_kafka(raw: &raw::KafkaConfig, prefix: &str) -> Result<KafkaOptions, Pro
     if raw.metadata_refresh < std::time::Duration::from_millis(100) {
         problems.push(("bus.kafka.metadata_refresh".into(), "must be at least 100ms".into()));
     }
+    if let Some(id) = &raw.instance_id {
+        // Kafka's own rule for group.instance.id.
+        if id.is_empty() || id.len() > 249 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            problems.push((
+                "bus.kafka.instance_id".into(),
+                format!("`{id}` must be 1 to 249 letters, digits, `.`, `_` and `-`"),
+            ));
+        }
+    }
     // Set by hookbridge itself: overriding them would break its guarantees.
     const OWN: &[&str] = &[
         "bootstrap.servers",
@@ -72,6 +81,10 @@ fn build_kafka(raw: &raw::KafkaConfig, prefix: &str) -> Result<KafkaOptions, Pro
     let mut properties = Vec::new();
     for (key, value) in &raw.properties {
         let path = format!("bus.kafka.properties.\"{key}\"");
+        if key == "group.instance.id" {
+            problems.push((path, "set `bus.kafka.instance_id` instead (each relay its own)".into()));
+            continue;
+        }
         if OWN.contains(&key.as_str()) {
             problems.push((path, "is set by hookbridge (see docs/kafka.md); remove it".into()));
             continue;
@@ -104,6 +117,7 @@ fn build_kafka(raw: &raw::KafkaConfig, prefix: &str) -> Result<KafkaOptions, Pro
     options.duplicate_window = raw.duplicate_window;
     options.duplicate_capacity = raw.duplicate_capacity;
     options.metadata_refresh = raw.metadata_refresh;
+    options.instance_id = raw.instance_id.clone();
     Ok(options)
 }
 

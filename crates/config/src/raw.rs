@@ -115,6 +115,9 @@ pub struct KafkaConfig {
     /// How often consumers look for new topics matching their patterns.
     #[serde(with = "humantime_serde")]
     pub metadata_refresh: Duration,
+    /// This relay's static group membership (`group.instance.id`): a relay
+    /// restarted with the same id takes its predecessor's place at once.
+    pub instance_id: Option<String>,
     /// librdkafka properties passed through untouched; strings may be
     /// `env:NAME` or `file:/path` references.
     pub properties: BTreeMap<String, PropertyValue>,
@@ -135,6 +138,7 @@ impl Default for KafkaConfig {
             duplicate_window: d.duplicate_window,
             duplicate_capacity: d.duplicate_capacity,
             metadata_refresh: d.metadata_refresh,
+            instance_id: d.instance_id,
             properties: BTreeMap::new(),
         }
     }

@@ -335,6 +335,7 @@ replication_factor = -3
 [bus.kafka.properties]
 "enable.auto.commit" = true
 "sasl.password" = "env:HB_TEST_UNSET_VARIABLE"
+"group.instance.id" = "relay-0"
 "#;
         let err = Config::from_toml(text).unwrap_err();
         let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
@@ -344,9 +345,31 @@ replication_factor = -3
             "bus.kafka.replication_factor",
             "bus.kafka.properties.\"enable.auto.commit\"",
             "bus.kafka.properties.\"sasl.password\"",
+            "bus.kafka.properties.\"group.instance.id\"",
         ] {
             assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
         }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_relay_takes_its_kafka_instance_id_from_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_MAILPIPE_SECRET", "x");
+        let kafka = example().replace("backend = \"embedded\"", "backend = \"kafka\"")
+            + "[bus.kafka]\nbrokers = [\"b1:9092\"]\n";
+        let config = Config::from_toml(&kafka).map_err(|e| e.to_string())?;
+        let BusOptions::Kafka(options) = &config.bus else { panic!("kafka options") };
+        assert_eq!(options.instance_id, None, "dynamic membership unless asked");
+        // As a StatefulSet's manifest gives it: the pod's name.
+        jail.set_env("HOOKBRIDGE_BUS__KAFKA__INSTANCE_ID", "hookbridge-relay-2");
+        let config = Config::from_toml(&kafka).map_err(|e| e.to_string())?;
+        let BusOptions::Kafka(options) = &config.bus else { panic!("kafka options") };
+        assert_eq!(options.instance_id.as_deref(), Some("hookbridge-relay-2"));
+        jail.set_env("HOOKBRIDGE_BUS__KAFKA__INSTANCE_ID", "relay 2/a");
+        let err = Config::from_toml(&kafka).unwrap_err();
+        assert_eq!(err.problems.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(), ["bus.kafka.instance_id"]);
         Ok(())
     });
 }

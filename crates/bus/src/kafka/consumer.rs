@@ -196,6 +196,9 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
+    if let Some(instance) = &o.instance_id {
+        config.set("group.instance.id", instance);
+    }
     let context = GroupContext {
         tracks: tracks.clone(),
         group: group.clone(),

@@ -32,6 +32,15 @@ pub struct KafkaOptions {
     pub duplicate_capacity: usize,
     /// How often consumers look for new topics matching their patterns.
     pub metadata_refresh: Duration,
+    /// Static group membership (KIP-345): this process's
+    /// `group.instance.id` in every subscriber's group. A relay restarted
+    /// with the same id, e.g. a StatefulSet's pod, takes over its
+    /// predecessor's partitions at once, killed or not, without waiting for
+    /// its session to time out and without a rebalance; a relay that goes
+    /// away for good hands its partitions over after the session timeout,
+    /// since a static member does not leave its group. Each running relay
+    /// needs its own id.
+    pub instance_id: Option<String>,
 }
 
 impl KafkaOptions {
@@ -50,6 +59,7 @@ impl KafkaOptions {
             duplicate_window: Duration::from_secs(120),
             duplicate_capacity: 100_000,
             metadata_refresh: Duration::from_secs(10),
+            instance_id: None,
         }
     }
 
