@@ -88,6 +88,14 @@ envFrom:
   - secretRef:
       name: {{ include "hookbridge.secretName" .root }}
 {{- end }}
+{{- if and (eq .role "relay") .root.Values.relay.staticMembership }}
+env:
+  # The StatefulSet pod's name: the relay's static Kafka group membership.
+  - name: HOOKBRIDGE_BUS__KAFKA__INSTANCE_ID
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+{{- end }}
 ports:
   {{- if ne .role "relay" }}
   - name: webhooks
