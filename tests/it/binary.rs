@@ -140,6 +140,67 @@ async fn kill_9_of_a_static_member_relay_on_kafka_is_taken_over_at_once() {
     eprintln!("kafka (noida-db, static member, session 60 s): everything delivered {recovery:?} after the restart");
 }
 
+/// A relay stopped with SIGTERM (a rollout) leaves its groups before it
+/// exits, so the relay that stays takes its partitions over at once, not
+/// after the session timeout (30 s here; never on noida-db, which does not
+/// expire a member that went away without leaving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_a_kafka_relay_hands_its_partitions_over_at_once() {
+    let broker = hookbridge_brokers::KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn().await;
+    let bus = format!(
+        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 4\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n\
+         [bus.kafka.properties]\n\"session.timeout.ms\" = 30000\n",
+        broker.address()
+    );
+    let extra = format!("{bus}{}", subscriber_toml("s", &recorder.url(), ""));
+    let config = write_config_with(dir.path(), &extra);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("backend = \"embedded\"", "backend = \"kafka\"")).unwrap();
+    let client = reqwest::Client::new();
+    let leaving = Running::start(&config);
+    let staying = Running::start(&config);
+    let mut sent = HashSet::new();
+    for seq in 0..20 {
+        sent.insert(send(&client, &leaving, seq).await);
+    }
+    recorder.wait_for(20, Duration::from_secs(30)).await;
+
+    sigterm(&leaving.child);
+    let stopping = tokio::time::Instant::now();
+    let (status, _leaving) = tokio::task::spawn_blocking(move || {
+        let mut leaving = leaving;
+        (leaving.child.wait().unwrap(), leaving)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    let stopped_in = stopping.elapsed();
+    for seq in 20..40 {
+        sent.insert(send(&client, &staying, seq).await);
+    }
+    let handed_over = tokio::time::Instant::now();
+    let deadline = handed_over + Duration::from_secs(25);
+    loop {
+        let received: HashSet<String> = recorder.requests().iter().map(|r| r.event_id()).collect();
+        if sent.is_subset(&received) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} events not delivered by the relay that stayed",
+            sent.difference(&received).count(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "kafka: the leaving relay exited in {stopped_in:?}; the other delivered everything {:?} later",
+        handed_over.elapsed()
+    );
+}
+
 /// The same on NATS: what the killed relay had fetched comes again after
 /// `ack_wait`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
