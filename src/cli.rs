@@ -37,6 +37,18 @@ pub enum Command {
     SendSample(SendSampleArgs),
     /// Generate an Ed25519 key pair for MailPace-style test signing.
     Keygen,
+    /// Print the AsyncAPI 3.0 document of the events this configuration publishes and delivers.
+    Asyncapi(AsyncapiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AsyncapiArgs {
+    /// The TOML config file.
+    #[arg(long, short, env = "HOOKBRIDGE_CONFIG")]
+    pub config: PathBuf,
+    /// `yaml` or `json`.
+    #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
+    pub format: String,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! binds, and hands over to the library crates.
 
 mod admin;
+mod asyncapi;
 mod cli;
 mod otel;
 mod receive;
@@ -51,6 +52,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SendSample(args) => sample::send(args).await,
         Command::Keygen => {
             print!("{}", sample::keygen()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Asyncapi(args) => {
+            let document = asyncapi::document(&load(&args.config)?);
+            let text = match args.format.as_str() {
+                "json" => serde_json::to_string_pretty(&document)? + "\n",
+                _ => serde_norway::to_string(&document)?,
+            };
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -140,6 +150,18 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
     if let Some(relay) = &relay {
         admin_router = admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
     }
+    // The AsyncAPI document names brokers and subscribers: behind the token.
+    let document = Arc::new(asyncapi::document(&config));
+    admin_router = admin_router.merge(hookbridge_relay::api::require_token(
+        axum::Router::new().route(
+            "/asyncapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        ),
+        config.admin.token.as_ref(),
+    ));
     let admin = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding admin.listen {}", config.admin.listen))?;

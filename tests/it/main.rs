@@ -1,6 +1,7 @@
 //! End-to-end tests of hookbridge: real HTTP on loopback ports, real
 //! signatures, the real embedded bus, and the `hookbridge` binary itself.
 
+mod asyncapi;
 mod binary;
 mod cli;
 mod docs;

@@ -61,6 +61,24 @@ impl Provider {
             Self::Whippy => whippy::EVENTS,
         }
     }
+
+    /// The normalized types its documented events are published under, in
+    /// the order of [`Provider::events`], each once. A name the provider
+    /// adds later is published under its own name (not listed here).
+    pub fn event_types(self) -> Vec<&'static str> {
+        let mut types: Vec<&'static str> = Vec::new();
+        for event in self.events() {
+            let ty = match self {
+                Self::MailPace => mailpace::normalized_type(event),
+                Self::Mailpipe => mailpipe::normalized_type(event),
+                Self::Whippy => event,
+            };
+            if !types.contains(&ty) {
+                types.push(ty);
+            }
+        }
+        types
+    }
 }
 
 impl fmt::Display for Provider {

@@ -24,16 +24,25 @@ use crate::{Error, Relay};
 #[derive(Debug, Clone)]
 struct Api {
     relay: Arc<Relay>,
-    /// SHA-256 of the token: compared in constant time, whatever its length.
-    token: Option<[u8; 32]>,
+}
+
+/// SHA-256 of the admin token: compared in constant time, whatever its length.
+#[derive(Debug, Clone, Copy)]
+struct Token(Option<[u8; 32]>);
+
+/// `router` with every route behind `Authorization: Bearer <admin.token>`;
+/// without a token every call is refused (403). The `/admin` routes and
+/// anything else on the admin listener that is not a probe or metrics.
+pub fn require_token<S: Clone + Send + Sync + 'static>(router: Router<S>, token: Option<&SecretString>) -> Router<S> {
+    let token = Token(token.map(|t| Sha256::digest(t.expose_secret().as_bytes()).into()));
+    router.route_layer(middleware::from_fn_with_state(token, authorize))
 }
 
 /// The `/admin` router. Without a token every call is refused: the admin
 /// API changes what is delivered, so it is never open.
 pub fn router(relay: Arc<Relay>, token: Option<&SecretString>) -> Router {
-    let token = token.map(|t| Sha256::digest(t.expose_secret().as_bytes()).into());
-    let api = Api { relay, token };
-    Router::new()
+    let api = Api { relay };
+    let routes = Router::new()
         .route("/admin/subscribers", get(subscribers))
         .route("/admin/subscribers/{name}/enable", post(enable))
         .route("/admin/subscribers/{name}/disable", post(disable))
@@ -41,9 +50,8 @@ pub fn router(relay: Arc<Relay>, token: Option<&SecretString>) -> Router {
         .route("/admin/subscribers/{name}/dead-letters/replay", post(replay_dead_letters))
         .route("/admin/subscribers/{name}/dead-letters/discard", post(discard_dead_letters))
         .route("/admin/subscribers/{name}/replay", post(start_replay))
-        .route("/admin/replays/{id}", get(replay))
-        .route_layer(middleware::from_fn_with_state(api.clone(), authorize))
-        .with_state(api)
+        .route("/admin/replays/{id}", get(replay));
+    require_token(routes, token).with_state(api)
 }
 
 #[derive(Serialize)]
@@ -56,8 +64,8 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
     (status, Json(ErrorBody { error: code, message: message.into() })).into_response()
 }
 
-async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let Some(expected) = api.token else {
+async fn authorize(State(Token(token)): State<Token>, request: Request, next: Next) -> Response {
+    let Some(expected) = token else {
         return error(StatusCode::FORBIDDEN, "admin_api_disabled", "set admin.token to use the admin API");
     };
     let given = request
