@@ -144,12 +144,7 @@ fn event_message(ty: &str, bus: &BusOptions) -> Value {
         "name": ty,
         "title": ty,
         "contentType": "application/cloudevents+json; charset=UTF-8",
-        "payload": {
-            "allOf": [
-                { "$ref": "#/components/schemas/CloudEvent" },
-                { "type": "object", "properties": { "type": { "const": ty } } },
-            ]
-        },
+        "payload": payload(ty),
         "traits": [{ "$ref": "#/components/messageTraits/cloudEvent" }],
     });
     if let BusOptions::Kafka(_) = bus {
@@ -163,18 +158,23 @@ fn event_message(ty: &str, bus: &BusOptions) -> Value {
     message
 }
 
+/// The CloudEvent schema with its `type` fixed to `ty`.
+fn payload(ty: &str) -> Value {
+    json!({
+        "allOf": [
+            { "$ref": "#/components/schemas/CloudEvent" },
+            { "type": "object", "properties": { "type": { "const": ty } } },
+        ]
+    })
+}
+
 /// An event as the relay POSTs it: the same CloudEvent, signed.
 fn webhook_message(ty: &str) -> Value {
     json!({
         "name": format!("{ty} webhook"),
         "title": format!("{ty}, delivered"),
         "contentType": "application/cloudevents+json; charset=UTF-8",
-        "payload": {
-            "allOf": [
-                { "$ref": "#/components/schemas/CloudEvent" },
-                { "type": "object", "properties": { "type": { "const": ty } } },
-            ]
-        },
+        "payload": payload(ty),
         "traits": [{ "$ref": "#/components/messageTraits/standardWebhooks" }],
     })
 }

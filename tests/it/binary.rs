@@ -181,20 +181,7 @@ async fn sigterm_of_a_kafka_relay_hands_its_partitions_over_at_once() {
         sent.insert(send(&client, &staying, seq).await);
     }
     let handed_over = tokio::time::Instant::now();
-    let deadline = handed_over + Duration::from_secs(25);
-    loop {
-        let received: HashSet<String> = recorder.requests().iter().map(|r| r.event_id()).collect();
-        if sent.is_subset(&received) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {} events not delivered by the relay that stayed",
-            sent.difference(&received).count(),
-            sent.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    recorder.wait_for_ids(&sent, Duration::from_secs(25), "events (the relay that stayed)").await;
     eprintln!(
         "kafka: the leaving relay exited in {stopped_in:?}; the other delivered everything {:?} later",
         handed_over.elapsed()
@@ -236,20 +223,8 @@ async fn relay_kill_9(dir: &Path, backend: &str, bus_toml: &str, kill_after: usi
 
     let _restarted = Running::start(&config);
     let restarted = tokio::time::Instant::now();
-    let deadline = restarted + Duration::from_secs(45);
-    loop {
-        let received: HashSet<String> = recorder.requests().iter().map(|r| r.event_id()).collect();
-        if sent.is_subset(&received) {
-            return restarted.elapsed();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {} events never delivered",
-            sent.difference(&received).count(),
-            sent.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    recorder.wait_for_ids(&sent, Duration::from_secs(45), "events accepted before the kill").await;
+    restarted.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,18 +60,5 @@ async fn away(backend: &str, bus_toml: &str) {
     assert!(recorder.requests().is_empty());
 
     let _relay = Running::start(&config);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let received: HashSet<String> = recorder.requests().iter().map(|r| r.event_id()).collect();
-        if sent.is_subset(&received) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {} events accepted while the relay was away never delivered",
-            sent.difference(&received).count(),
-            sent.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    recorder.wait_for_ids(&sent, Duration::from_secs(30), "events accepted while the relay was away").await;
 }

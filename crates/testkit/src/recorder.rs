@@ -111,6 +111,26 @@ impl Recorder {
             }
         }
     }
+
+    /// Waits until every event in `ids` was delivered at least once.
+    ///
+    /// # Panics
+    /// When some are still missing after `within`, saying how many of
+    /// `what` (e.g. "events accepted while the relay was away").
+    pub async fn wait_for_ids(&self, ids: &std::collections::HashSet<String>, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            let arrived = self.inner.arrived.notified();
+            let received: std::collections::HashSet<String> = self.requests().iter().map(Recorded::event_id).collect();
+            let missing = ids.difference(&received).count();
+            if missing == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!("{missing} of {} {what} never delivered within {within:?}", ids.len());
+            }
+        }
+    }
 }
 
 async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
