@@ -316,10 +316,12 @@ fn close(consumer: Arc<StreamConsumer<GroupContext>>) {
     std::thread::spawn(move || drop(consumer));
 }
 
-/// The headers of a retry record.
+/// The headers of a retry record. The due time is rounded up to the next
+/// whole millisecond: a retry is never due before the delay it was given.
 pub(super) fn retry_headers(event: &Event, due: DateTime<Utc>, attempt: u32, published: DateTime<Utc>) -> OwnedHeaders {
+    let due_millis = due.timestamp_millis() + i64::from(!due.timestamp_subsec_nanos().is_multiple_of(1_000_000));
     let (due, attempt, published) =
-        (due.timestamp_millis().to_string(), attempt.to_string(), published.timestamp_millis().to_string());
+        (due_millis.to_string(), attempt.to_string(), published.timestamp_millis().to_string());
     super::event_headers(event)
         .insert(Header { key: DUE_HEADER, value: Some(due.as_str()) })
         .insert(Header { key: ATTEMPT_HEADER, value: Some(attempt.as_str()) })
