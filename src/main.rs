@@ -151,13 +151,14 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
         admin_router = admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
     }
     // The AsyncAPI document names brokers and subscribers: behind the token.
-    let document = Arc::new(asyncapi::document(&config));
+    // Serialized once: the config does not change while the process runs.
+    let document = bytes::Bytes::from(serde_json::to_vec(&asyncapi::document(&config))?);
     admin_router = admin_router.merge(hookbridge_relay::api::require_token(
         axum::Router::new().route(
             "/asyncapi.json",
             axum::routing::get(move || {
                 let document = document.clone();
-                async move { axum::Json(document.as_ref().clone()) }
+                async move { ([(http::header::CONTENT_TYPE, "application/json")], document) }
             }),
         ),
         config.admin.token.as_ref(),
