@@ -8,6 +8,10 @@
 //!   commits it, [`Delivery::nack`] durably schedules it again after a
 //!   delay. A group starts from its committed position, the earliest retained
 //!   event, the latest, or a point in time (replay).
+//! - [`Bus::tail`] reads the events of some types with no group and no
+//!   acknowledgement, each with a cursor: an opaque string naming the bus
+//!   position just after it, from which another tail (in any process on the
+//!   same bus) resumes exactly (the streams listener's `Last-Event-ID`).
 //!
 //! Backends: [`embedded`] (a durable log on local disk), [`nats`] (JetStream)
 //! and [`kafka`]. All implement the same traits and pass the same [`conformance`] suite.
@@ -146,11 +150,57 @@ pub trait Bus: Publisher + std::any::Any {
     /// Callers bound it with a timeout: an unreachable broker can hold it.
     async fn close(&self) {}
 
+    /// Reads the events matching `patterns` from `from` on, without a group:
+    /// nothing is acknowledged and nothing is held back for anyone else.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a cursor this bus did not give;
+    /// [`Error::Unavailable`] when the backend cannot be reached.
+    async fn tail(&self, patterns: Vec<EventPattern>, from: TailFrom) -> Result<Box<dyn Tail>>;
+
     /// Sets (or with `None` removes) a value read by [`get_state`](Bus::get_state).
     ///
     /// # Errors
     /// When the backend cannot be written.
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()>;
+}
+
+/// Where a [`Bus::tail`] starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TailFrom {
+    /// With the events published from now on.
+    Now,
+    /// Just after the event this cursor came with.
+    After(String),
+    /// With the first event published at or after this time.
+    Time(DateTime<Utc>),
+}
+
+/// What a [`Tail`] reads next.
+#[derive(Debug, Clone)]
+pub enum Tailed {
+    /// An event, and the cursor just after it.
+    Event { event: Event, cursor: String, published_at: DateTime<Utc> },
+    /// Events between the position asked for and `oldest` are no longer
+    /// retained; reading goes on from `oldest`, the oldest cursor there is.
+    Resync { oldest: String },
+}
+
+/// A reader of the bus with no group (see [`Bus::tail`]).
+#[async_trait]
+pub trait Tail: Send + Debug {
+    /// Waits for the next event, or a resync.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the bus shut down; [`Error::Unavailable`]
+    /// when the backend cannot be read now.
+    async fn next(&mut self) -> Result<Tailed>;
+}
+
+/// A cursor of another backend or version, or not one at all.
+pub(crate) fn bad_cursor(cursor: &str) -> Error {
+    let shown: String = cursor.chars().take(40).collect();
+    Error::Invalid(format!("`{shown}` is not a cursor of this bus"))
 }
 
 /// An event a subscriber could not take, kept until replayed or discarded.

@@ -14,9 +14,11 @@ use serde_json::value::RawValue;
 
 mod delivery;
 mod durability;
+mod tail;
 
 pub use delivery::*;
 pub use durability::*;
+pub use tail::*;
 
 use crate::{Bus, Consumer, Delivery, Failure, NewGroup, PublishOutcome, StartFrom, SubscribeOptions};
 
@@ -76,6 +78,11 @@ macro_rules! conformance_tests {
             retention_by_age,
             a_group_that_exists_misses_nothing_published_while_away,
             a_member_joins_a_running_group_without_its_help,
+            a_tail_resumes_exactly_after_its_cursor_across_a_restart,
+            a_tail_finds_a_type_that_appears_while_it_runs,
+            a_tail_starts_at_a_time,
+            a_cursor_of_another_kind_is_refused,
+            a_cursor_older_than_retention_gets_a_resync,
         );
         $crate::conformance_tests!(@mut_cases $store; a_broker_outage_loses_nothing_acknowledged, dead_letters_survive_a_broker_crash);
     };

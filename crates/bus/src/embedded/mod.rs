@@ -15,6 +15,7 @@
 mod consumer;
 pub(crate) mod record;
 mod tables;
+mod tail;
 mod writer;
 
 use std::collections::HashMap;
@@ -409,6 +410,10 @@ impl Bus for EmbeddedBus {
         let txn = self.shared.db.begin_read().map_err(storage)?;
         let table = txn.open_table(STATE).map_err(storage)?;
         Ok(table.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+
+    async fn tail(&self, patterns: Vec<EventPattern>, from: crate::TailFrom) -> Result<Box<dyn crate::Tail>> {
+        Ok(Box::new(tail::EmbeddedTail::open(self.shared.clone(), patterns, &from)?))
     }
 
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {

@@ -27,6 +27,7 @@ mod offsets;
 mod options;
 mod records;
 mod start;
+mod tail;
 mod topics;
 
 use dead_letters::parse_id;
@@ -452,6 +453,10 @@ impl Bus for KafkaBus {
     async fn close(&self) {
         let mut open = self.inner.open_consumers.subscribe();
         let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    async fn tail(&self, patterns: Vec<EventPattern>, from: crate::TailFrom) -> Result<Box<dyn crate::Tail>> {
+        Ok(Box::new(tail::KafkaTail::open(self, patterns, from).await?))
     }
 
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {

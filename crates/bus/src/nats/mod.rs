@@ -15,6 +15,7 @@
 
 mod consumer;
 mod streams;
+mod tail;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -454,6 +455,10 @@ impl Bus for NatsBus {
             Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn tail(&self, patterns: Vec<EventPattern>, from: crate::TailFrom) -> Result<Box<dyn crate::Tail>> {
+        Ok(Box::new(tail::NatsTail::open(self, patterns, from).await?))
     }
 
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {
