@@ -180,7 +180,7 @@ pub enum TailFrom {
 #[derive(Debug, Clone)]
 pub enum Tailed {
     /// An event, and the cursor just after it.
-    Event { event: Event, cursor: String, published_at: DateTime<Utc> },
+    Event { event: Box<Event>, cursor: String, published_at: DateTime<Utc> },
     /// Events between the position asked for and `oldest` are no longer
     /// retained; reading goes on from `oldest`, the oldest cursor there is.
     Resync { oldest: String },

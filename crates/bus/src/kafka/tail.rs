@@ -252,7 +252,7 @@ impl Tail for KafkaTail {
                 continue;
             }
             let published_at = millis_to_time(message.timestamp().to_millis().unwrap_or(0));
-            let tailed = Tailed::Event { event, cursor: encode(&self.positions), published_at };
+            let tailed = Tailed::Event { event: Box::new(event), cursor: encode(&self.positions), published_at };
             if self.pending.is_empty() {
                 return Ok(tailed);
             }

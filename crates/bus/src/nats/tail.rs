@@ -92,7 +92,7 @@ impl Tail for NatsTail {
                 Ok(info) => (info.stream_sequence, info.published),
                 Err(_) => continue,
             };
-            return Ok(Tailed::Event { event, cursor: cursor(seq), published_at });
+            return Ok(Tailed::Event { event: Box::new(event), cursor: cursor(seq), published_at });
         }
     }
 }
