@@ -83,8 +83,9 @@ pub fn document(config: &Config) -> Value {
         );
     }
     webhooks(config, &types, &mut servers, &mut channels, &mut operations, &mut messages);
+    let security = streams(config, &types, &mut servers, &mut channels, &mut operations, &mut messages);
 
-    let components = json!({
+    let mut components = json!({
         "schemas": schemas(),
         "messages": messages,
         "messageTraits": {
@@ -107,6 +108,9 @@ pub fn document(config: &Config) -> Value {
             },
         },
     });
+    if let Some(security) = security {
+        components["securitySchemes"] = security;
+    }
     json!({
         "asyncapi": "3.0.0",
         "info": {
@@ -266,6 +270,109 @@ fn webhooks(
             }),
         );
     }
+}
+
+/// The streams listener's servers (HTTP for Server-Sent Events, WS), its two
+/// channels and their messages; the security schemes, when it is configured.
+fn streams(
+    config: &Config,
+    types: &[&'static str],
+    servers: &mut Map<String, Value>,
+    channels: &mut Map<String, Value>,
+    operations: &mut Map<String, Value>,
+    components: &mut Map<String, Value>,
+) -> Option<Value> {
+    let settings = config.streams.as_ref()?;
+    let security = json!([{ "$ref": "#/components/securitySchemes/streamToken" }, { "$ref": "#/components/securitySchemes/streamAccessToken" }]);
+    for (name, protocol, what) in [("streams-sse", "http", "Server-Sent Events"), ("streams-ws", "ws", "WebSocket")] {
+        servers.insert(
+            name.into(),
+            json!({
+                "host": settings.listen.to_string(),
+                "protocol": protocol,
+                "description": format!("hookbridge's streams listener ({what}): every event type, resumable from a cursor."),
+                "security": security,
+            }),
+        );
+    }
+    let query = json!({
+        "type": "object",
+        "properties": {
+            "types": { "type": "string", "description": "Comma-separated event patterns (email.*, message.created, *); default: all the token may read." },
+            "after": { "type": "string", "description": "A cursor: resume just after that event (SSE: the Last-Event-ID header wins)." },
+            "since": { "type": "string", "format": "date-time", "description": "Start with the first event published at or after this time." },
+            "access_token": { "type": "string", "description": "The stream token, for clients that cannot set Authorization (EventSource)." },
+        },
+    });
+    let mut refs = Vec::new();
+    let mut channel_messages = Map::new();
+    for ty in types {
+        let id = format!("stream-{}", channel_id(ty));
+        components.insert(
+            id.clone(),
+            json!({
+                "name": ty,
+                "title": format!("{ty} (stream)"),
+                "summary": format!("SSE: `id:` the cursor, `event: {ty}`, `data:` the CloudEvent on one line. WebSocket: {{\"type\":\"event\",\"cursor\":…,\"event\":…}}."),
+                "contentType": "application/json",
+                "payload": payload(ty),
+            }),
+        );
+        channel_messages.insert(id.clone(), json!({ "$ref": format!("#/components/messages/{id}") }));
+    }
+    for (id, summary, payload) in [
+        (
+            "stream-resync",
+            "The cursor asked for is older than the bus retains: `id:` (and `oldest`) is the oldest cursor there is, and the stream goes on from it.",
+            json!({ "type": "object", "required": ["oldest"], "properties": { "oldest": { "type": "string" }, "message": { "type": "string" } } }),
+        ),
+        (
+            "stream-disconnect",
+            "The server ends the stream: reason `slow` (the client fell a buffer behind), `shutdown` or `unavailable`. Reconnect with the last event's cursor.",
+            json!({ "type": "object", "required": ["reason"], "properties": { "reason": { "type": "string", "enum": ["slow", "shutdown", "unavailable"] }, "message": { "type": "string" } } }),
+        ),
+    ] {
+        components.insert(id.into(), json!({ "name": id.trim_start_matches("stream-"), "summary": summary, "contentType": "application/json", "payload": payload }));
+        channel_messages.insert(id.into(), json!({ "$ref": format!("#/components/messages/{id}") }));
+    }
+    for (channel, address, server, bindings) in [
+        ("streams-events", "/streams/events", "streams-sse", json!({ "http": { "bindingVersion": "0.3.0" } })),
+        (
+            "streams-ws",
+            "/streams/ws",
+            "streams-ws",
+            json!({ "ws": { "method": "GET", "query": query, "bindingVersion": "0.1.0" } }),
+        ),
+    ] {
+        channels.insert(
+            channel.into(),
+            json!({
+                "address": address,
+                "title": format!("Stream at {address}"),
+                "description": "The events of the types asked for, as they are published (or from a cursor or a time), each with its cursor. Resuming from a cursor misses nothing and repeats nothing, across restarts and on any replica.",
+                "servers": [{ "$ref": format!("#/servers/{server}") }],
+                "messages": channel_messages,
+                "bindings": bindings,
+            }),
+        );
+        refs.clear();
+        for id in channel_messages.keys() {
+            refs.push(json!({ "$ref": format!("#/channels/{channel}/messages/{id}") }));
+        }
+        operations.insert(
+            format!("receive-{channel}"),
+            json!({
+                "action": "receive",
+                "title": format!("Read {address}"),
+                "channel": { "$ref": format!("#/channels/{channel}") },
+                "messages": refs,
+            }),
+        );
+    }
+    Some(json!({
+        "streamToken": { "type": "http", "scheme": "bearer", "description": "A [[streams.tokens]] token in `Authorization: Bearer`." },
+        "streamAccessToken": { "type": "httpApiKey", "name": "access_token", "in": "query", "description": "The same token as `?access_token=`." },
+    }))
 }
 
 /// The event schema (`crates/event/schema/event.schema.json`) as AsyncAPI

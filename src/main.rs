@@ -146,6 +146,7 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
     } else {
         None
     };
+    let registry_for_streams = registry.clone();
     let mut admin_router = hookbridge_ingress::admin_router(health.clone(), registry);
     if let Some(relay) = &relay {
         admin_router = admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
@@ -163,6 +164,19 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
         ),
         config.admin.token.as_ref(),
     ));
+    let streams = match &config.streams {
+        Some(settings) => {
+            let metrics =
+                hookbridge_streams::StreamMetrics::new(&registry_for_streams).context("registering stream metrics")?;
+            let listener = TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("binding streams.listen {}", settings.listen))?;
+            let addr = listener.local_addr()?;
+            let router = hookbridge_streams::router(bus.clone(), settings.clone(), metrics, shutdown.clone());
+            Some((addr, tokio::spawn(hookbridge_streams::serve(listener, router, shutdown.clone()))))
+        }
+        None => None,
+    };
     let admin = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding admin.listen {}", config.admin.listen))?;
@@ -190,6 +204,7 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
         },
         webhooks = %listener.as_ref().and_then(|l| l.local_addr().ok()).map_or("-".to_owned(), |a| a.to_string()),
         admin = %admin.local_addr()?,
+        streams = %streams.as_ref().map_or("-".to_owned(), |(addr, _)| addr.to_string()),
         backend = bus.backend(),
         bus = %where_,
         sources = if role.ingress { config.ingress.sources.len() } else { 0 },
@@ -228,6 +243,12 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
     // replicas take over its partitions now, not after a session timeout.
     if relay.is_some() && tokio::time::timeout(CLOSE_WAIT, bus.close()).await.is_err() {
         tracing::warn!(wait = ?CLOSE_WAIT, "the bus's consumers did not close in time; other relays take over after the session timeout");
+    }
+    if let Some((_, streams)) = streams {
+        // Its streams ended when shutdown fired (each with a `disconnect`).
+        if tokio::time::timeout(CLOSE_WAIT, streams).await.is_err() {
+            tracing::warn!("stream connections did not close in time");
+        }
     }
     admin_stop.cancel();
     let _ = admin_task.await;

@@ -48,7 +48,9 @@ fn parse(dir: &Path, texts: &[String]) -> Vec<Value> {
 fn config_for(dir: &Path, bus: &str, backend: &str) -> std::path::PathBuf {
     let extra = format!(
         "{bus}[[relay.subscribers]]\nname = \"crm\"\nurl = \"https://crm.internal.example:8443/hooks/email\"\n\
-         events = [\"email.*\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+         events = [\"email.*\"]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         [streams]\nlisten = \"127.0.0.1:0\"\n[[streams.tokens]]\nname = \"dashboard\"\n\
+         token = \"stream-token-0123456789\"\nevents = [\"*\"]\n"
     );
     let config = write_config_with(dir, &extra);
     let text = std::fs::read_to_string(&config).unwrap();
@@ -96,6 +98,15 @@ fn the_document_is_valid_asyncapi_on_every_backend() {
         let messages: Vec<&str> = webhook["messages"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
         assert!(messages.contains(&"webhook-email-bounced"), "{messages:?}");
         assert!(!messages.iter().any(|m| m.contains("message-")), "{messages:?}");
+        // The streams listener's two channels carry every type, and the resync.
+        for (id, address) in [("streams-events", "/streams/events"), ("streams-ws", "/streams/ws")] {
+            let channel = channels.iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("{backend}: no {id}"));
+            assert_eq!(channel["address"], address);
+            let messages = channel["messages"].as_array().unwrap();
+            for message in ["stream-email-bounced", "stream-message-created", "stream-resync", "stream-disconnect"] {
+                assert!(messages.iter().any(|m| m == message), "{id}: {message} in {messages:?}");
+            }
+        }
     }
     for (backend, bus) in backends {
         let backend_dir = dir.path().join(backend);

@@ -17,6 +17,8 @@ pub(crate) struct Running {
     pub(crate) child: Child,
     pub(crate) webhooks: SocketAddr,
     pub(crate) admin: SocketAddr,
+    /// The streams listener, when `[streams]` is configured.
+    pub(crate) streams: Option<SocketAddr>,
 }
 
 impl Running {
@@ -43,12 +45,17 @@ impl Running {
                     line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(|a| a.parse::<SocketAddr>().unwrap())
                 };
                 if line.contains("hookbridge listening") {
-                    let _ = tx.send((field("webhooks=").unwrap(), field("admin=").unwrap()));
+                    let streams = line
+                        .split_whitespace()
+                        .find_map(|f| f.strip_prefix("streams="))
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                    let _ = tx.send((field("webhooks=").unwrap(), field("admin=").unwrap(), streams));
                 }
             }
         });
-        let (webhooks, admin) = rx.recv_timeout(Duration::from_secs(30)).expect("hookbridge reports its addresses");
-        Self { child, webhooks, admin }
+        let (webhooks, admin, streams) =
+            rx.recv_timeout(Duration::from_secs(30)).expect("hookbridge reports its addresses");
+        Self { child, webhooks, admin, streams }
     }
 
     pub(crate) fn url(&self, source: &str) -> String {

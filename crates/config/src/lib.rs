@@ -20,6 +20,7 @@ pub mod raw;
 mod relay;
 pub mod secret;
 mod source;
+mod streams;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -54,6 +55,8 @@ pub struct Config {
     pub admin: AdminSettings,
     pub log: LogSettings,
     pub tracing: TracingSettings,
+    /// The streams listener, when `[streams]` is configured.
+    pub streams: Option<hookbridge_streams::StreamsSettings>,
 }
 
 /// OTLP export of spans, when configured.
@@ -247,6 +250,11 @@ impl Config {
             }
         };
 
+        let streams = raw.streams.as_ref().and_then(|raw_streams| {
+            let others = [("ingress.listen", raw.ingress.listen), ("admin.listen", raw.admin.listen)];
+            streams::build(raw_streams, &others).map_err(|errs| errs.into_iter().for_each(|(p, m)| problem(p, m))).ok()
+        });
+
         let Some(bus) = bus.filter(|_| problems.is_empty()) else {
             return Err(ConfigError { problems });
         };
@@ -276,6 +284,7 @@ impl Config {
                 otlp_json: raw.tracing.otlp_protocol == "http/json",
                 service_name: raw.tracing.service_name,
             },
+            streams,
         })
     }
 

@@ -25,6 +25,50 @@ pub struct RawConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// The streams listener; off unless this table is present.
+    #[serde(default)]
+    pub streams: Option<StreamsConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tokens: Vec<StreamTokenConfig>,
+    /// Browser origins allowed to open streams (`*`: any).
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// How often an idle stream gets a heart-beat.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Events waiting for a client before it is cut off as too slow.
+    #[serde(default = "default_client_buffer")]
+    pub client_buffer: usize,
+    /// Clients served at once by this process; more get a 503.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_client_buffer() -> usize {
+    1024
+}
+
+fn default_max_clients() -> usize {
+    10_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTokenConfig {
+    pub name: String,
+    pub token: SecretRef,
+    /// The event patterns this token may read.
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -96,7 +96,11 @@ impl Tail for EmbeddedTail {
                     continue;
                 }
                 let event = Event::from_json(rec.json).map_err(|e| Error::Storage(e.to_string()))?;
-                return Ok(Tailed::Event { event: Box::new(event), cursor: cursor(seq + 1), published_at: to_time(rec.appended_ms) });
+                return Ok(Tailed::Event {
+                    event: Box::new(event),
+                    cursor: cursor(seq + 1),
+                    published_at: to_time(rec.appended_ms),
+                });
             }
             let head = *self.head.borrow_and_update();
             if self.next >= head {

@@ -1,0 +1,255 @@
+//! The streams listener: the bus's events as resumable streams a browser,
+//! a script or a service opens over HTTP.
+//!
+//! - `GET /streams/events` answers `text/event-stream` (Server-Sent Events):
+//!   `id:` is the event's cursor, `event:` its CloudEvent type, `data:` the
+//!   structured CloudEvent on one line.
+//! - `GET /streams/ws` is the same over WebSocket: one JSON text frame per
+//!   event, carrying its cursor.
+//! - `Last-Event-ID` (SSE), or `?after=CURSOR`, resumes exactly after that
+//!   event, on any replica on the same bus; `?since=RFC3339` starts at a
+//!   time; neither starts now. A cursor older than the bus retains gets one
+//!   `resync` naming the oldest cursor there is, and reading goes on from it.
+//! - Every client reads its own [`Bus::tail`](hookbridge_bus::Bus::tail)
+//!   into a bounded buffer ([`pump`]): a client that lets the buffer fill is
+//!   cut off with a final `disconnect` event, never slowing the bus or
+//!   anyone else.
+//! - [`access`]: bearer tokens (`Authorization` or `?access_token=`), each
+//!   allowed some event types.
+
+pub mod access;
+mod metrics;
+mod pump;
+mod sse;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hookbridge_bus::{Bus, Tail, TailFrom};
+use hookbridge_event::EventPattern;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use access::StreamToken;
+pub use metrics::StreamMetrics;
+
+/// The `[streams]` settings.
+#[derive(Debug, Clone)]
+pub struct StreamsSettings {
+    pub listen: SocketAddr,
+    pub tokens: Vec<StreamToken>,
+    /// Browser origins allowed to read streams (`*`: any).
+    pub cors_origins: Vec<String>,
+    /// How often an idle stream gets a heart-beat.
+    pub heartbeat: Duration,
+    /// Events waiting for a client before it is cut off as too slow.
+    pub client_buffer: usize,
+    /// Clients served at once; more get a 503.
+    pub max_clients: usize,
+}
+
+impl StreamsSettings {
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+    pub const DEFAULT_CLIENT_BUFFER: usize = 1024;
+    pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+}
+
+#[derive(Debug)]
+struct Shared {
+    bus: Arc<dyn Bus>,
+    settings: StreamsSettings,
+    metrics: StreamMetrics,
+    shutdown: CancellationToken,
+    connected: AtomicUsize,
+}
+
+/// The streams routes, with CORS for the configured origins. Streams end
+/// (with a `disconnect` saying `shutdown`) when `shutdown` fires.
+pub fn router(
+    bus: Arc<dyn Bus>,
+    settings: StreamsSettings,
+    metrics: StreamMetrics,
+    shutdown: CancellationToken,
+) -> Router {
+    let cors = cors(&settings.cors_origins);
+    let shared = Arc::new(Shared { bus, settings, metrics, shutdown, connected: AtomicUsize::new(0) });
+    let router = Router::new()
+        .route("/streams/events", axum::routing::get(sse::handle))
+        .route("/streams/ws", axum::routing::get(ws::handle))
+        .with_state(shared);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET])
+            .allow_headers([header::AUTHORIZATION, header::HeaderName::from_static("last-event-id")])
+            .max_age(Duration::from_secs(3600)),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown`, then waits for the
+/// streams to end.
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// The query parameters both endpoints take.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct StreamQuery {
+    /// Comma-separated event patterns; default: all the token may read.
+    types: Option<String>,
+    after: Option<String>,
+    since: Option<String>,
+    access_token: Option<String>,
+}
+
+/// A refused stream request.
+#[derive(Debug)]
+pub(crate) struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.1 }).to_string();
+        let mut response = (self.0, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// An accepted stream: its tail, and whom it is for.
+pub(crate) struct Opened {
+    tail: Box<dyn Tail>,
+    token: String,
+    client: Connected,
+}
+
+/// Checks the request and opens its tail.
+async fn open(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    query: StreamQuery,
+    protocol: &'static str,
+) -> Result<Opened, Refusal> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or(query.access_token.as_deref());
+    let Some(given) = given else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "a stream token is required: Authorization: Bearer <token>, or ?access_token=<token>".into(),
+        ));
+    };
+    let Some(token) = access::find(&shared.settings.tokens, given) else {
+        return Err(Refusal(StatusCode::UNAUTHORIZED, "the stream token is not valid".into()));
+    };
+    let patterns = match query.types.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => token.events.clone(),
+        Some(types) => {
+            let mut patterns = Vec::new();
+            for part in types.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let pattern = EventPattern::parse(part).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))?;
+                if !access::covers(&token.events, &pattern) {
+                    return Err(Refusal(
+                        StatusCode::FORBIDDEN,
+                        format!("token `{}` may not read `{pattern}`", token.name),
+                    ));
+                }
+                patterns.push(pattern);
+            }
+            patterns
+        }
+    };
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    let from = if let Some(cursor) = last_event_id.map(str::to_owned).or(query.after.filter(|a| !a.is_empty())) {
+        TailFrom::After(cursor)
+    } else if let Some(since) = query.since.filter(|s| !s.is_empty()) {
+        let time = chrono::DateTime::parse_from_rfc3339(&since).map_err(|e| {
+            Refusal(StatusCode::BAD_REQUEST, format!("`since` is not an RFC 3339 time (2026-12-04T10:00:00Z): {e}"))
+        })?;
+        TailFrom::Time(time.to_utc())
+    } else {
+        TailFrom::Now
+    };
+    let client = Connected::new(shared, &token.name, protocol)?;
+    let tail = match shared.bus.tail(patterns, from).await {
+        Ok(tail) => tail,
+        Err(hookbridge_bus::Error::Invalid(message)) => return Err(Refusal(StatusCode::BAD_REQUEST, message)),
+        Err(error) => {
+            tracing::warn!(%error, "a stream could not be opened");
+            return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("the bus cannot be read now: {error}")));
+        }
+    };
+    Ok(Opened { tail, token: token.name.clone(), client })
+}
+
+/// One connected client, counted while it lives; dropping it records why
+/// its stream ended.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    shared: Arc<Shared>,
+    token: String,
+    protocol: &'static str,
+    /// Set when the server ends the stream; `client` otherwise.
+    reason: Option<&'static str>,
+}
+
+impl Connected {
+    fn new(shared: &Arc<Shared>, token: &str, protocol: &'static str) -> Result<Self, Refusal> {
+        let before = shared.connected.fetch_add(1, Ordering::AcqRel);
+        if before >= shared.settings.max_clients {
+            shared.connected.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this replica serves {} stream clients already", shared.settings.max_clients),
+            ));
+        }
+        shared.metrics.clients.with_label_values(&[token, protocol]).inc();
+        Ok(Self { shared: shared.clone(), token: token.to_owned(), protocol, reason: None })
+    }
+
+    fn sent(&self, published_at: chrono::DateTime<chrono::Utc>) {
+        let metrics = &self.shared.metrics;
+        metrics.events.with_label_values(&[&self.token, self.protocol]).inc();
+        let lag = (chrono::Utc::now() - published_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        metrics.lag.with_label_values(&[self.protocol]).observe(lag);
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.shared.connected.fetch_sub(1, Ordering::AcqRel);
+        let metrics = &self.shared.metrics;
+        metrics.clients.with_label_values(&[&self.token, self.protocol]).dec();
+        metrics.disconnects.with_label_values(&[self.reason.unwrap_or("client")]).inc();
+    }
+}
