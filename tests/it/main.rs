@@ -12,6 +12,7 @@ mod outage;
 mod rejections;
 mod relay;
 mod restarts;
+mod streams;
 mod support;
 mod tls;
 mod unavailable;

@@ -42,9 +42,12 @@ pub struct StreamsConfig {
     /// How often an idle stream gets a heart-beat.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     pub heartbeat: Duration,
-    /// Events waiting for a client before it is cut off as too slow.
+    /// Events read for a client and not yet written to it, at most.
     #[serde(default = "default_client_buffer")]
     pub client_buffer: usize,
+    /// A client whose buffer stays full this long is cut off as too slow.
+    #[serde(default = "default_slow_client_timeout", with = "humantime_serde")]
+    pub slow_client_timeout: Duration,
     /// Clients served at once by this process; more get a 503.
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
@@ -52,6 +55,10 @@ pub struct StreamsConfig {
 
 fn default_heartbeat() -> Duration {
     Duration::from_secs(15)
+}
+
+fn default_slow_client_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_client_buffer() -> usize {

@@ -33,6 +33,9 @@ pub(crate) fn build(
     if raw.client_buffer == 0 {
         problem("streams.client_buffer", "must be greater than 0".into());
     }
+    if raw.slow_client_timeout.is_zero() {
+        problem("streams.slow_client_timeout", "must be greater than 0".into());
+    }
     if raw.max_clients == 0 {
         problem("streams.max_clients", "must be greater than 0".into());
     }
@@ -94,6 +97,7 @@ pub(crate) fn build(
         cors_origins: raw.cors_origins.clone(),
         heartbeat: raw.heartbeat,
         client_buffer: raw.client_buffer,
+        slow_client_timeout: raw.slow_client_timeout,
         max_clients: raw.max_clients,
     })
 }

@@ -11,9 +11,10 @@
 //!   time; neither starts now. A cursor older than the bus retains gets one
 //!   `resync` naming the oldest cursor there is, and reading goes on from it.
 //! - Every client reads its own [`Bus::tail`](hookbridge_bus::Bus::tail)
-//!   into a bounded buffer ([`pump`]): a client that lets the buffer fill is
-//!   cut off with a final `disconnect` event, never slowing the bus or
-//!   anyone else.
+//!   into a bounded buffer ([`pump`]): a client that leaves its buffer full
+//!   for `slow_client_timeout` is cut off with a final `disconnect` event.
+//!   A slow client only ever holds back its own reader, never the bus, the
+//!   relay or another client.
 //! - [`access`]: bearer tokens (`Authorization` or `?access_token=`), each
 //!   allowed some event types.
 
@@ -50,8 +51,11 @@ pub struct StreamsSettings {
     pub cors_origins: Vec<String>,
     /// How often an idle stream gets a heart-beat.
     pub heartbeat: Duration,
-    /// Events waiting for a client before it is cut off as too slow.
+    /// Events read for a client and not yet written to it, at most.
     pub client_buffer: usize,
+    /// A client whose buffer stays full this long (it takes nothing) is
+    /// cut off as too slow.
+    pub slow_client_timeout: Duration,
     /// Clients served at once; more get a 503.
     pub max_clients: usize,
 }
@@ -60,6 +64,7 @@ impl StreamsSettings {
     pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
     pub const DEFAULT_CLIENT_BUFFER: usize = 1024;
     pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+    pub const DEFAULT_SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 #[derive(Debug)]
@@ -109,13 +114,76 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
+/// Closes one connection from inside a handler: a stream cut off as slow
+/// whose client reads nothing cannot be ended by its body (the server
+/// writes no more to a full socket), so its connection is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct Kill(CancellationToken);
+
+/// How long a killed connection may still take to write its final event.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves `router` on `listener` until `shutdown`, then waits for the
-/// streams to end.
+/// streams to end (each ends on `shutdown` by itself).
 ///
 /// # Errors
-/// When accepting connections fails.
+/// Never; accept errors are logged and accepting goes on.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "the streams listener could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(stream, router.clone(), shutdown.clone()));
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+async fn connection(stream: tokio::net::TcpStream, router: Router, shutdown: CancellationToken) {
+    use tower::ServiceExt as _;
+    let kill = CancellationToken::new();
+    let service = {
+        let kill = kill.clone();
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(Kill(kill.clone()));
+            router.clone().oneshot(request)
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "a streams connection ended with an error");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = kill.cancelled() => {
+                // The final event goes out if the client reads within the grace.
+                let _ = tokio::time::timeout(KILL_GRACE, conn.as_mut()).await;
+                return;
+            }
+        }
+    }
 }
 
 /// The query parameters both endpoints take.
@@ -156,6 +224,7 @@ async fn open(
     headers: &HeaderMap,
     query: StreamQuery,
     protocol: &'static str,
+    kill: Option<Kill>,
 ) -> Result<Opened, Refusal> {
     let given = headers
         .get(header::AUTHORIZATION)
@@ -200,7 +269,7 @@ async fn open(
     } else {
         TailFrom::Now
     };
-    let client = Connected::new(shared, &token.name, protocol)?;
+    let client = Connected::new(shared, &token.name, protocol, kill)?;
     let tail = match shared.bus.tail(patterns, from).await {
         Ok(tail) => tail,
         Err(hookbridge_bus::Error::Invalid(message)) => return Err(Refusal(StatusCode::BAD_REQUEST, message)),
@@ -220,11 +289,12 @@ pub(crate) struct Connected {
     token: String,
     protocol: &'static str,
     /// Set when the server ends the stream; `client` otherwise.
-    reason: Option<&'static str>,
+    reason: Arc<std::sync::OnceLock<&'static str>>,
+    kill: Option<Kill>,
 }
 
 impl Connected {
-    fn new(shared: &Arc<Shared>, token: &str, protocol: &'static str) -> Result<Self, Refusal> {
+    fn new(shared: &Arc<Shared>, token: &str, protocol: &'static str, kill: Option<Kill>) -> Result<Self, Refusal> {
         let before = shared.connected.fetch_add(1, Ordering::AcqRel);
         if before >= shared.settings.max_clients {
             shared.connected.fetch_sub(1, Ordering::AcqRel);
@@ -234,7 +304,26 @@ impl Connected {
             ));
         }
         shared.metrics.clients.with_label_values(&[token, protocol]).inc();
-        Ok(Self { shared: shared.clone(), token: token.to_owned(), protocol, reason: None })
+        Ok(Self { shared: shared.clone(), token: token.to_owned(), protocol, reason: Arc::default(), kill })
+    }
+
+    /// What the stream's reader calls when the server ends the stream:
+    /// counts the reason now (a stalled client's stream may never be polled
+    /// again) and, for `slow`, closes the connection after a grace.
+    pub(crate) fn on_end(&self) -> impl FnOnce(pump::End) + Send + 'static {
+        let reason = self.reason.clone();
+        let metrics = self.shared.metrics.clone();
+        let kill = self.kill.clone();
+        move |end| {
+            if reason.set(end.reason()).is_ok() {
+                metrics.disconnects.with_label_values(&[end.reason()]).inc();
+            }
+            if end == pump::End::Slow
+                && let Some(kill) = kill
+            {
+                kill.0.cancel();
+            }
+        }
     }
 
     fn sent(&self, published_at: chrono::DateTime<chrono::Utc>) {
@@ -250,6 +339,8 @@ impl Drop for Connected {
         self.shared.connected.fetch_sub(1, Ordering::AcqRel);
         let metrics = &self.shared.metrics;
         metrics.clients.with_label_values(&[&self.token, self.protocol]).dec();
-        metrics.disconnects.with_label_values(&[self.reason.unwrap_or("client")]).inc();
+        if self.reason.get().is_none() {
+            metrics.disconnects.with_label_values(&["client"]).inc();
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! One client's reader: a task that reads its tail into a bounded buffer,
-//! and ends the stream (saying why) when the buffer is full, the bus
-//! cannot be read, or the process stops. It stops by itself when the client
+//! and ends the stream (saying why) when the buffer stays full (the client
+//! takes nothing) for the stall timeout, the bus cannot be read, or the
+//! process stops. It stops by itself when the client
 //! goes away (the buffer's receiver is dropped).
 
 use bytes::Bytes;
@@ -38,7 +39,7 @@ impl End {
     pub(crate) fn message(self, buffer: usize) -> String {
         match self {
             Self::Slow => format!(
-                "this client fell {buffer} events behind and was disconnected; reconnect with the last event's id to resume"
+                "this client left {buffer} events unread for too long and was disconnected; reconnect with the last event's id to resume"
             ),
             Self::Unavailable => "the bus cannot be read now; reconnect with the last event's id to resume".into(),
             Self::Shutdown => "this replica is shutting down; reconnect with the last event's id to resume".into(),
@@ -57,7 +58,9 @@ pub(crate) fn spawn(
     mut tail: Box<dyn Tail>,
     format: fn(&Tailed) -> Bytes,
     buffer: usize,
+    stall: std::time::Duration,
     shutdown: CancellationToken,
+    on_end: impl FnOnce(End) + Send + 'static,
 ) -> Pump {
     let (tx, frames) = mpsc::channel(buffer.max(1));
     let (end_tx, end) = oneshot::channel();
@@ -79,13 +82,21 @@ pub(crate) fn spawn(
                 Tailed::Event { published_at, .. } => Some(*published_at),
                 Tailed::Resync { .. } => None,
             };
-            match tx.try_send(Out { frame: format(&item), published_at }) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => break Some(End::Slow),
-                Err(mpsc::error::TrySendError::Closed(_)) => break None,
+            // A full buffer holds this reader back (its own tail, nobody
+            // else's), until no room opens for `stall`: then the client is
+            // taking nothing, and is cut off.
+            let out = Out { frame: format(&item), published_at };
+            tokio::select! {
+                () = shutdown.cancelled() => break Some(End::Shutdown),
+                sent = tokio::time::timeout(stall, tx.send(out)) => match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break None,
+                    Err(_) => break Some(End::Slow),
+                },
             }
         };
         if let Some(end) = end {
+            on_end(end);
             let _ = end_tx.send(end);
         }
     });

@@ -17,13 +17,21 @@ pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Query(query): Query<StreamQuery>,
+    kill: Option<axum::Extension<crate::Kill>>,
 ) -> Response {
-    let opened = match open(&shared, &headers, query, "sse").await {
+    let opened = match open(&shared, &headers, query, "sse", kill.map(|k| k.0)).await {
         Ok(opened) => opened,
         Err(refusal) => return refusal.into_response(),
     };
     tracing::debug!(token = %opened.token, "SSE stream opened");
-    let pump = pump::spawn(opened.tail, frame, shared.settings.client_buffer, shared.shutdown.clone());
+    let pump = pump::spawn(
+        opened.tail,
+        frame,
+        shared.settings.client_buffer,
+        shared.settings.slow_client_timeout,
+        shared.shutdown.clone(),
+        opened.client.on_end(),
+    );
     let mut heartbeat = tokio::time::interval(shared.settings.heartbeat);
     heartbeat.reset();
     let state = Stream { pump, heartbeat, client: opened.client, started: false, done: false };
@@ -62,7 +70,6 @@ async fn next(mut s: Stream) -> Option<(Result<Bytes, Infallible>, Stream)> {
         end = &mut s.pump.end => {
             s.done = true;
             let end = end.ok()?;
-            s.client.reason = Some(end.reason());
             Some((Ok(disconnect(end, s.client.shared.settings.client_buffer)), s))
         }
         out = s.pump.frames.recv() => {

@@ -21,19 +21,27 @@ pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Query(query): Query<StreamQuery>,
+    kill: Option<axum::Extension<crate::Kill>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     // Refused before the upgrade, with a plain HTTP status.
-    let opened = match open(&shared, &headers, query, "ws").await {
+    let opened = match open(&shared, &headers, query, "ws", kill.map(|k| k.0)).await {
         Ok(opened) => opened,
         Err(refusal) => return refusal.into_response(),
     };
-    let pump = pump::spawn(opened.tail, frame, shared.settings.client_buffer, shared.shutdown.clone());
+    let pump = pump::spawn(
+        opened.tail,
+        frame,
+        shared.settings.client_buffer,
+        shared.settings.slow_client_timeout,
+        shared.shutdown.clone(),
+        opened.client.on_end(),
+    );
     let heartbeat = shared.settings.heartbeat;
     upgrade.on_upgrade(move |socket| run(socket, pump, opened.client, heartbeat))
 }
 
-async fn run(mut socket: WebSocket, mut pump: Pump, mut client: Connected, heartbeat: std::time::Duration) {
+async fn run(mut socket: WebSocket, mut pump: Pump, client: Connected, heartbeat: std::time::Duration) {
     let mut ping = tokio::time::interval(heartbeat);
     ping.reset();
     loop {
@@ -41,7 +49,6 @@ async fn run(mut socket: WebSocket, mut pump: Pump, mut client: Connected, heart
             biased;
             end = &mut pump.end => {
                 let Ok(end) = end else { break };
-                client.reason = Some(end.reason());
                 let data = serde_json::json!({
                     "type": "disconnect",
                     "reason": end.reason(),
@@ -55,8 +62,11 @@ async fn run(mut socket: WebSocket, mut pump: Pump, mut client: Connected, heart
             out = pump.frames.recv() => {
                 let Some(out) = out else { break };
                 let Ok(text) = Utf8Bytes::try_from(out.frame) else { continue };
-                if socket.send(Message::Text(text)).await.is_err() {
-                    break;
+                // A client that takes nothing blocks this send: the reader
+                // then ends the stream as slow, and the socket is dropped.
+                tokio::select! {
+                    sent = socket.send(Message::Text(text)) => if sent.is_err() { break },
+                    _ = &mut pump.end => break,
                 }
                 if let Some(at) = out.published_at {
                     client.sent(at);
