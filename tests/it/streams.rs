@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use hookbridge_brokers::{KafkaBroker, NatsServer};
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
