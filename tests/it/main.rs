@@ -3,6 +3,7 @@
 
 mod asyncapi;
 mod binary;
+mod browser;
 mod cli;
 mod docs;
 mod hostile;

@@ -269,6 +269,12 @@ async fn open(
     } else {
         TailFrom::Now
     };
+    let start = match &from {
+        TailFrom::Now => "now".to_owned(),
+        TailFrom::After(cursor) => format!("after {}", cursor.chars().take(40).collect::<String>()),
+        TailFrom::Time(time) => format!("since {time}"),
+    };
+    tracing::debug!(token = %token.name, protocol, %start, "stream opening");
     let client = Connected::new(shared, &token.name, protocol, kill)?;
     let tail = match shared.bus.tail(patterns, from).await {
         Ok(tail) => tail,
