@@ -9,6 +9,7 @@
 
 mod load;
 mod relay;
+mod streams;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -61,6 +62,17 @@ struct Args {
     /// Internal: serve the counting subscriber and print its address.
     #[arg(long, hide = true)]
     sink_server: bool,
+    /// Benchmark the streams listener: SSE clients (comma-separated counts)
+    /// each receiving every event, at the offered webhook rates (events/s,
+    /// one per count).
+    #[arg(long, value_delimiter = ',')]
+    streams: Option<Vec<usize>>,
+    /// With --streams: the offered webhook rate of each client count.
+    #[arg(long, value_delimiter = ',', default_value = "1000,500,60")]
+    streams_rate: Vec<u64>,
+    /// Internal: serve the SSE fan-out ceiling and print its address.
+    #[arg(long, hide = true)]
+    fanout_server: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +86,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.sink_server {
         return relay::sink_server();
+    }
+    if args.fanout_server {
+        return streams::fanout_server();
     }
     // The load generator's own runtime: two workers, like the machine.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -124,6 +139,9 @@ impl Broker {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let broker = Broker::start(&args.backend)?;
+    if let Some(clients) = &args.streams {
+        return streams::run(&args, &broker, clients).await;
+    }
     if let Some(events) = args.relay {
         println!(
             "hookbridge relay benchmark ({}): {events} events, {} in flight, loopback",
@@ -277,6 +295,8 @@ async fn bus_ceiling(bus: Arc<dyn Publisher>, requests: &[Request], args: &Args)
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// hookbridge's streams listener, when configured.
+    streams: Option<SocketAddr>,
 }
 
 impl Server {
@@ -288,10 +308,15 @@ impl Server {
             .context("starting the ceiling server")?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        Ok(Self { child, addr: line.trim().parse().context("ceiling server address")? })
+        Ok(Self { child, addr: line.trim().parse().context("ceiling server address")?, streams: None })
     }
 
     fn hookbridge(binary: &PathBuf, dir: &std::path::Path, broker: &Broker) -> anyhow::Result<Self> {
+        Self::hookbridge_with(binary, dir, broker, "")
+    }
+
+    /// hookbridge with `extra` appended to its config.
+    fn hookbridge_with(binary: &PathBuf, dir: &std::path::Path, broker: &Broker, extra: &str) -> anyhow::Result<Self> {
         let config = dir.join("hookbridge.toml");
         let mut text = hookbridge_testkit::config_toml(&dir.join("bus"));
         // A fresh prefix (and stream) per scenario: the ids of one run are new to it.
@@ -312,6 +337,7 @@ impl Server {
                 ));
             }
         }
+        text.push_str(extra);
         std::fs::write(&config, text)?;
         let mut child = Command::new(binary)
             .args(["run", "--config"])
@@ -325,8 +351,9 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("hookbridge listening") {
-                    let addr = line.split_whitespace().find_map(|f| f.strip_prefix("webhooks=")).map(str::to_owned);
-                    let _ = tx.send(addr);
+                    let field =
+                        |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(str::to_owned);
+                    let _ = tx.send(field("webhooks=").map(|addr| (addr, field("streams="))));
                 } else if line.contains("ERROR")
                     || line.contains("WARN")
                     || line.starts_with("error")
@@ -336,8 +363,9 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30))?.context("hookbridge did not report its address")?;
-        Ok(Self { child, addr: addr.parse()? })
+        let (addr, streams) =
+            rx.recv_timeout(Duration::from_secs(30))?.context("hookbridge did not report its address")?;
+        Ok(Self { child, addr: addr.parse()?, streams: streams.and_then(|s| s.parse().ok()) })
     }
 
     fn stop(&mut self) {
