@@ -198,5 +198,12 @@ pub fn summary(config: &Config) -> String {
         config.admin.listen,
         if config.admin.token.is_some() { "enabled" } else { "off: no admin.token" }
     );
+    if let Some(streams) = &config.streams {
+        let _ = writeln!(out, "streams: {} (GET /streams/events, GET /streams/ws)", streams.listen);
+        for token in &streams.tokens {
+            let events: Vec<String> = token.events.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "  token {} may read {}", token.name, events.join(", "));
+        }
+    }
     out
 }

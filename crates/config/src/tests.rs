@@ -373,3 +373,48 @@ fn a_relay_takes_its_kafka_instance_id_from_the_environment() {
         Ok(())
     });
 }
+
+#[test]
+fn streams_are_off_unless_configured_and_their_tokens_are_checked() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_STREAM_TOKEN", "stream-token-from-env-0123");
+        jail.set_env("TEST_MAILPIPE_SECRET", "s3cr3t-value");
+        let off = Config::from_toml(&example()).map_err(|e| e.to_string())?;
+        assert!(off.streams.is_none());
+        let on = format!(
+            "{}\n[streams]\nlisten = \"127.0.0.1:8081\"\ncors_origins = [\"https://status.example.com\"]\n\
+             [[streams.tokens]]\nname = \"dash\"\ntoken = \"env:TEST_STREAM_TOKEN\"\nevents = [\"email.*\"]\n",
+            example()
+        );
+        let config = Config::from_toml(&on).map_err(|e| e.to_string())?;
+        let streams = config.streams.as_ref().expect("configured");
+        assert_eq!(streams.heartbeat, Duration::from_secs(15));
+        assert_eq!((streams.client_buffer, streams.max_clients), (1024, 10_000));
+        assert_eq!(streams.tokens[0].events, [hookbridge_event::EventPattern::parse("email.*").unwrap()]);
+        assert!(!format!("{config:?}").contains("stream-token-from-env"), "the token stays out of Debug");
+
+        let bad = format!(
+            "{}\n[streams]\nlisten = \"127.0.0.1:8080\"\ncors_origins = [\"https://x.example/path\"]\nclient_buffer = 0\n\
+             [[streams.tokens]]\nname = \"a\"\ntoken = \"short\"\nevents = [\"email.**\"]\n\
+             [[streams.tokens]]\nname = \"a\"\ntoken = \"env:TEST_STREAM_TOKEN\"\nevents = []\n",
+            example()
+        );
+        let error = Config::from_toml(&bad).expect_err("refused");
+        let paths: Vec<&str> = error.problems.iter().map(|p| p.path.as_str()).collect();
+        for path in [
+            "streams.listen",
+            "streams.cors_origins[0]",
+            "streams.client_buffer",
+            "streams.tokens[0].token",
+            "streams.tokens[0].events[0]",
+            "streams.tokens[1].name",
+            "streams.tokens[1].events",
+        ] {
+            assert!(paths.contains(&path), "{path} in {paths:?}");
+        }
+        let none = format!("{}\n[streams]\nlisten = \"127.0.0.1:8081\"\n", example());
+        let error = Config::from_toml(&none).expect_err("no token");
+        assert!(error.problems.iter().any(|p| p.path == "streams.tokens"));
+        Ok(())
+    });
+}
