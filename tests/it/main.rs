@@ -6,6 +6,7 @@ mod binary;
 mod browser;
 mod cli;
 mod docs;
+mod filters;
 mod hostile;
 mod matrix;
 mod observability;

@@ -88,6 +88,7 @@ fn subscriber(sink: &Sink, in_flight: usize) -> SubscriberSettings {
         ca_pem: None,
         providers: Vec::new(),
         sources: Vec::new(),
+        filter: None,
         enabled: true,
         circuit: CircuitSettings {
             failure_threshold: 1000,

@@ -495,6 +495,8 @@ pub struct SubscriberConfig {
     pub providers: Vec<String>,
     #[serde(default)]
     pub sources: Vec<String>,
+    /// A CEL expression over the CloudEvent: only events it passes are delivered.
+    pub filter: Option<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// 4xx statuses retried; others are dead-lettered at once. 5xx always retry.

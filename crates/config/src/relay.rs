@@ -113,6 +113,13 @@ pub(crate) fn build_subscriber(
             None
         }
     });
+    let filter = raw.filter.as_deref().and_then(|source| match hookbridge_relay::filter::EventFilter::compile(source) {
+        Ok(filter) => Some(std::sync::Arc::new(filter)),
+        Err(e) => {
+            problem(format!("{at}.filter"), format!("is not a valid CEL expression: {e}"));
+            None
+        }
+    });
     match url {
         Some(url) if problems.is_empty() => Ok(SubscriberSettings {
             name: raw.name.clone(),
@@ -130,6 +137,7 @@ pub(crate) fn build_subscriber(
             ca_pem,
             providers: raw.providers.clone(),
             sources: raw.sources.clone(),
+            filter,
             enabled: raw.enabled,
             circuit: CircuitSettings {
                 failure_threshold: raw.circuit_failure_threshold,

@@ -180,7 +180,8 @@ mod tests {
             ca_pem: None,
             providers: Vec::new(),
             sources: Vec::new(),
-            enabled: true,
+            filter: None,
+        enabled: true,
             circuit: CircuitSettings {
                 failure_threshold: 5,
                 probe_interval: Duration::from_secs(1),

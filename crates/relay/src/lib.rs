@@ -6,6 +6,7 @@
 //!   subscriber's worker and consumer group are in `subscriber`.
 //! - [`deliver`]: one HTTP attempt; [`policy`]: what to do after it;
 //!   [`circuit`]: endpoint health; [`sign`]: Standard Webhooks signatures.
+//! - [`filter`]: a subscriber's CEL content filter.
 //! - [`replay`]: re-delivery from a point in time.
 //! - [`api`]: the admin API (JSON over HTTP, bearer token).
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod circuit;
 pub mod deliver;
 mod error;
+pub mod filter;
 mod metrics;
 pub mod policy;
 mod relay;

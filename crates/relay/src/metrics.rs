@@ -9,6 +9,9 @@ use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeV
 pub const OUTCOMES: &[&str] = &["delivered", "retry_scheduled", "dead_lettered", "gone"];
 pub const REPLAY_OUTCOMES: &[&str] = &["delivered", "failed", "skipped"];
 
+/// Why an event of a subscriber's types was not delivered (`filtered_total`).
+const FILTER_REASONS: [&str; 3] = ["source", "filtered", "filter_error"];
+
 #[derive(Debug, Clone)]
 pub struct RelayMetrics {
     deliveries: IntCounterVec,
@@ -45,8 +48,11 @@ impl RelayMetrics {
                 &["subscriber", "outcome"],
             )?,
             filtered: IntCounterVec::new(
-                Opts::new("hookbridge_relay_filtered_total", "Events a subscriber's provider/source filters left out (not deliveries)."),
-                label,
+                Opts::new(
+                    "hookbridge_relay_filtered_total",
+                    "Events of a subscriber's types settled without a delivery, by reason: source (its providers/sources), filtered (its filter said no), filter_error (its filter failed on the event).",
+                ),
+                &["subscriber", "reason"],
             )?,
             duration: HistogramVec::new(
                 HistogramOpts::new("hookbridge_relay_delivery_duration_seconds", "Time of one delivery attempt: POST to answer.")
@@ -103,7 +109,9 @@ impl RelayMetrics {
             for outcome in REPLAY_OUTCOMES {
                 m.replay_events.with_label_values(&[s, outcome]);
             }
-            m.filtered.with_label_values(&[s]);
+            for reason in FILTER_REASONS {
+                m.filtered.with_label_values(&[s, reason]);
+            }
             m.duration.with_label_values(&[s]);
             m.latency.with_label_values(&[s, "provider"]);
             m.latency.with_label_values(&[s, "ingress"]);
@@ -128,8 +136,8 @@ impl RelayMetrics {
         self.latency.with_label_values(&[subscriber, "ingress"]).observe(since_ingest.as_secs_f64());
     }
 
-    pub(crate) fn filtered(&self, subscriber: &str) {
-        self.filtered.with_label_values(&[subscriber]).inc();
+    pub(crate) fn filtered(&self, subscriber: &str, reason: &str) {
+        self.filtered.with_label_values(&[subscriber, reason]).inc();
     }
 
     pub(crate) fn replayed(&self, subscriber: &str, outcome: &str) {

@@ -137,7 +137,7 @@ impl Replay {
                 break;
             }
             let wanted = events.is_empty() || events.iter().any(|p| p.matches(&delivery.event.ty));
-            if !wanted || !sub.settings.accepts(&delivery.event) {
+            if !wanted || sub.settings.admit(&delivery.event).is_err() {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
                 metrics.replayed(&sub.settings.name, "skipped");
                 let _ = delivery.ack().await;

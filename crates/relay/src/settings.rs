@@ -32,14 +32,32 @@ pub struct SubscriberSettings {
     pub providers: Vec<String>,
     /// Only events of these sources: a source name or a CloudEvents `source` (empty: all).
     pub sources: Vec<String>,
+    /// Only events this CEL expression passes (see [`crate::filter`]).
+    pub filter: Option<std::sync::Arc<crate::filter::EventFilter>>,
     /// `false`: configured off; the admin API cannot enable it.
     pub enabled: bool,
     pub circuit: CircuitSettings,
 }
 
 impl SubscriberSettings {
-    /// Whether the provider/source filters let `event` through (the type
-    /// filter is applied by the bus).
+    /// Whether `event` is delivered, or why not (a `filtered_total`
+    /// reason): the provider/source filters, then the content filter (the
+    /// type filter is applied by the bus).
+    pub fn admit(&self, event: &Event) -> Result<(), &'static str> {
+        if !self.accepts(event) {
+            return Err("source");
+        }
+        match self.filter.as_ref().map(|f| f.evaluate(event)) {
+            None | Some(crate::filter::Verdict::Pass) => Ok(()),
+            Some(crate::filter::Verdict::Reject) => Err("filtered"),
+            Some(crate::filter::Verdict::Error(error)) => {
+                tracing::debug!(subscriber = %self.name, event_id = %event.id, %error, "the filter failed on an event: not delivered");
+                Err("filter_error")
+            }
+        }
+    }
+
+    /// Whether the provider/source filters let `event` through.
     pub fn accepts(&self, event: &Event) -> bool {
         let provider_ok = self.providers.is_empty() || self.providers.contains(&event.provider);
         let source_ok = self.sources.is_empty()

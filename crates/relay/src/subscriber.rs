@@ -117,8 +117,8 @@ impl Worker {
             };
             // An event this subscriber filters out is settled without the
             // circuit: only the endpoint's answers may close it.
-            if !sub.settings.accepts(&delivery.event) {
-                self.metrics.filtered(&sub.settings.name);
+            if let Err(reason) = sub.settings.admit(&delivery.event) {
+                self.metrics.filtered(&sub.settings.name, reason);
                 let name = sub.settings.name.clone();
                 self.tracker.spawn(async move {
                     let id = delivery.event.id.clone();
