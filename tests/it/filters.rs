@@ -41,8 +41,11 @@ async fn filters_on(backend: &str, bus: &str) {
     let counted = |subscriber: &'static str, reason: &'static str| {
         let admin = running.admin;
         async move {
-            metric(admin, &format!("hookbridge_relay_filtered_total{{reason=\"{reason}\",subscriber=\"{subscriber}\"}}"))
-                .await
+            metric(
+                admin,
+                &format!("hookbridge_relay_filtered_total{{reason=\"{reason}\",subscriber=\"{subscriber}\"}}"),
+            )
+            .await
         }
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -56,7 +59,8 @@ async fn filters_on(backend: &str, bus: &str) {
     // Replay applies the filter: only the bounces again.
     let (ok, out) = cli(&config, running.admin, &["replay", "--subscriber", "hard", "--since", &since]);
     assert!(ok && out.contains("5 delivered, 0 failed"), "{out}");
-    let again: HashSet<String> = hard.wait_for(10, Duration::from_secs(20)).await[5..].iter().map(|r| r.event_id()).collect();
+    let again: HashSet<String> =
+        hard.wait_for(10, Duration::from_secs(20)).await[5..].iter().map(|r| r.event_id()).collect();
     assert_eq!(again, bounced);
 }
 
@@ -85,7 +89,8 @@ async fn filters_deliver_only_what_they_pass_on_kafka() {
 fn check_reports_a_bad_expression_with_its_path_and_position() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config_with(dir.path(), &subscriber("bad", "http://127.0.0.1:1/", r#"data.bounce.kind =="#));
-    let out = std::process::Command::new(crate::support::BIN).args(["check", "--config"]).arg(&config).output().unwrap();
+    let out =
+        std::process::Command::new(crate::support::BIN).args(["check", "--config"]).arg(&config).output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(text.contains("relay.subscribers[0].filter: is not a valid CEL expression"), "{text}");

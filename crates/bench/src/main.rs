@@ -59,6 +59,10 @@ struct Args {
     /// Benchmark the relay instead of the ingress, with this many events.
     #[arg(long)]
     relay: Option<usize>,
+    /// With --relay: run it twice, the second time with this CEL filter on
+    /// the subscriber (it should pass every event, to compare like with like).
+    #[arg(long)]
+    relay_filter: Option<String>,
     /// Internal: serve the counting subscriber and print its address.
     #[arg(long, hide = true)]
     sink_server: bool,
@@ -148,7 +152,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.backend, args.connections
         );
         let bus = broker.open("hookbridge").await?;
-        let reports = relay::run(bus, events, args.connections).await?;
+        let mut reports = relay::run(bus, events, args.connections, None).await?;
+        if let Some(filter) = &args.relay_filter {
+            println!("again with the filter {filter}");
+            let bus = broker.open("filtered").await?;
+            let filtered = relay::run(bus, events, args.connections, Some(filter)).await?;
+            reports.extend(filtered.into_iter().skip(1).map(|mut r| {
+                r.name = format!("{} + filter", r.name);
+                r
+            }));
+        }
         println!();
         println!("{:<34} {:>10} {:>9} {:>9} {:>9}", "scenario", "events/s", "p50 ms", "p99 ms", "max ms");
         let ms = |v: f64| if v.is_nan() { "-".to_owned() } else { format!("{v:.2}") };
@@ -468,6 +481,19 @@ fn steps() {
         );
         let e = hookbridge_providers::normalize(provider, &body, &meta, now).unwrap();
         println!("  event JSON {} bytes", e.to_json().len());
+        for expression in
+            [r#"type == "email.bounced" || source.endsWith(":bench")"#, r#"has(data.to) && data.to.size() > 0"#]
+        {
+            let filter = hookbridge_relay::filter::EventFilter::compile(expression).expect("compiles");
+            let event = e.clone();
+            time(
+                &format!("  filter `{expression}`"),
+                20_000,
+                Box::new(move || {
+                    std::hint::black_box(filter.evaluate(&event));
+                }),
+            );
+        }
         time(
             &format!("  event to JSON ({source})"),
             20_000,

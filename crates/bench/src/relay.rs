@@ -98,9 +98,18 @@ fn subscriber(sink: &Sink, in_flight: usize) -> SubscriberSettings {
     }
 }
 
-pub async fn run(bus: Arc<dyn Bus>, events: usize, in_flight: usize) -> anyhow::Result<Vec<Report>> {
+pub async fn run(
+    bus: Arc<dyn Bus>,
+    events: usize,
+    in_flight: usize,
+    filter: Option<&str>,
+) -> anyhow::Result<Vec<Report>> {
     let sink = Sink::start()?;
-    let settings = subscriber(&sink, in_flight);
+    let mut settings = subscriber(&sink, in_flight);
+    settings.filter = filter
+        .map(|f| hookbridge_relay::filter::EventFilter::compile(f).map(Arc::new))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("the filter: {e}"))?;
     let mut reports = Vec::new();
 
     // POST latency of the delivery path alone (sign, POST, read answer).

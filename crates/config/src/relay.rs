@@ -113,13 +113,14 @@ pub(crate) fn build_subscriber(
             None
         }
     });
-    let filter = raw.filter.as_deref().and_then(|source| match hookbridge_relay::filter::EventFilter::compile(source) {
-        Ok(filter) => Some(std::sync::Arc::new(filter)),
-        Err(e) => {
-            problem(format!("{at}.filter"), format!("is not a valid CEL expression: {e}"));
-            None
-        }
-    });
+    let filter =
+        raw.filter.as_deref().and_then(|source| match hookbridge_relay::filter::EventFilter::compile(source) {
+            Ok(filter) => Some(std::sync::Arc::new(filter)),
+            Err(e) => {
+                problem(format!("{at}.filter"), format!("is not a valid CEL expression: {e}"));
+                None
+            }
+        });
     match url {
         Some(url) if problems.is_empty() => Ok(SubscriberSettings {
             name: raw.name.clone(),

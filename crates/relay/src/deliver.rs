@@ -181,7 +181,7 @@ mod tests {
             providers: Vec::new(),
             sources: Vec::new(),
             filter: None,
-        enabled: true,
+            enabled: true,
             circuit: CircuitSettings {
                 failure_threshold: 5,
                 probe_interval: Duration::from_secs(1),

@@ -16,9 +16,15 @@ use hookbridge_event::Event;
 pub struct EventFilter {
     source: String,
     program: Program,
+    /// The standard functions, registered once: each evaluation binds the
+    /// event's variables in a child scope of it.
+    root: Context<'static, 'static>,
     /// Whether the expression names `data`: building it means parsing the
     /// event's payload, so it is built only then.
     uses_data: bool,
+    /// Whether it may read `data.original` (the provider's payload, the
+    /// largest part): left out of `data` unless the text mentions it.
+    uses_original: bool,
 }
 
 impl std::fmt::Debug for EventFilter {
@@ -44,7 +50,8 @@ impl EventFilter {
     pub fn compile(source: &str) -> Result<Self, String> {
         let program = Program::compile(source).map_err(|e| e.to_string())?;
         let uses_data = program.references().has_variable("data");
-        Ok(Self { source: source.to_owned(), program, uses_data })
+        let uses_original = source.contains("original");
+        Ok(Self { source: source.to_owned(), program, root: Context::default(), uses_data, uses_original })
     }
 
     /// The expression as written.
@@ -53,7 +60,7 @@ impl EventFilter {
     }
 
     pub fn evaluate(&self, event: &Event) -> Verdict {
-        let mut context = Context::default();
+        let mut context = self.root.new_inner_scope();
         let text = |s: &str| Value::String(Arc::new(s.to_owned()));
         context.add_variable_from_value("id", text(&event.id));
         context.add_variable_from_value("type", text(&event.ty));
@@ -63,9 +70,13 @@ impl EventFilter {
         context.add_variable_from_value("provider", text(&event.provider));
         context.add_variable_from_value("providerevent", text(&event.providerevent));
         if self.uses_data {
-            let data = serde_json::from_str::<serde_json::Value>(event.data.get())
-                .map_err(|e| e.to_string())
-                .and_then(|json| cel::to_value(json).map_err(|e| e.to_string()));
+            let data = if self.uses_original {
+                serde_json::from_str::<serde_json::Value>(event.data.get())
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| cel::to_value(json).map_err(|e| e.to_string()))
+            } else {
+                without_original(event)
+            };
             match data {
                 Ok(data) => context.add_variable_from_value("data", data),
                 Err(error) => return Verdict::Error(format!("the event's data cannot be read: {error}")),
@@ -77,6 +88,19 @@ impl EventFilter {
             Err(error) => Verdict::Error(error.to_string()),
         }
     }
+}
+
+/// The event's `data` as CEL, every field but `original` (never parsed).
+fn without_original(event: &Event) -> Result<Value, String> {
+    let fields: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
+        serde_json::from_str(event.data.get()).map_err(|e| e.to_string())?;
+    let mut map = serde_json::Map::new();
+    for (name, raw) in fields {
+        if name != "original" {
+            map.insert(name.to_owned(), serde_json::from_str(raw.get()).map_err(|e| e.to_string())?);
+        }
+    }
+    cel::to_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -97,9 +121,16 @@ mod tests {
         let filter = EventFilter::compile(r#"data.bounce.kind == "hard" && source.endsWith(":mailpace")"#).unwrap();
         assert_eq!(filter.evaluate(&hard), Verdict::Pass);
         assert_eq!(filter.evaluate(&soft), Verdict::Reject);
-        let by_time = EventFilter::compile(r#"time > timestamp("2026-01-01T00:00:00Z") && subject == "msg-1""#).unwrap();
+        let by_time =
+            EventFilter::compile(r#"time > timestamp("2026-01-01T00:00:00Z") && subject == "msg-1""#).unwrap();
         assert_eq!(by_time.evaluate(&hard), Verdict::Pass);
-        assert_eq!(EventFilter::compile(r#"type.startsWith("email.") ? 1 : 2"#).unwrap().evaluate(&hard), Verdict::Reject);
+        assert_eq!(
+            EventFilter::compile(r#"type.startsWith("email.") ? 1 : 2"#).unwrap().evaluate(&hard),
+            Verdict::Reject
+        );
+        let original = event("email.bounced", r#"{"bounce":{"kind":"hard"},"original":{"bounce_type":"hard"}}"#);
+        let by_payload = EventFilter::compile(r#"data.original.bounce_type == "hard""#).unwrap();
+        assert_eq!(by_payload.evaluate(&original), Verdict::Pass, "the provider's payload when asked for");
     }
 
     #[test]
