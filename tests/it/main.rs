@@ -8,6 +8,7 @@ mod cli;
 mod docs;
 mod filters;
 mod hostile;
+mod limits;
 mod matrix;
 mod observability;
 mod outage;

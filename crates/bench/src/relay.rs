@@ -89,6 +89,7 @@ fn subscriber(sink: &Sink, in_flight: usize) -> SubscriberSettings {
         providers: Vec::new(),
         sources: Vec::new(),
         filter: None,
+        rate_limit: None,
         enabled: true,
         circuit: CircuitSettings {
             failure_threshold: 1000,

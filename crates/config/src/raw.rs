@@ -497,6 +497,10 @@ pub struct SubscriberConfig {
     pub sources: Vec<String>,
     /// A CEL expression over the CloudEvent: only events it passes are delivered.
     pub filter: Option<String>,
+    /// Deliveries at most, per relay process: `200/s`, `600/m`, `1000/h`.
+    pub rate_limit: Option<String>,
+    /// Deliveries that may start at once (default: one second's worth).
+    pub rate_limit_burst: Option<u32>,
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// 4xx statuses retried; others are dead-lettered at once. 5xx always retry.

@@ -121,6 +121,20 @@ pub(crate) fn build_subscriber(
                 None
             }
         });
+    let rate_limit = match (&raw.rate_limit, raw.rate_limit_burst) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            problem(format!("{at}.rate_limit_burst"), "needs rate_limit".into());
+            None
+        }
+        (Some(rate), burst) => match hookbridge_relay::settings::RateLimit::parse(rate, burst) {
+            Ok(limit) => Some(limit),
+            Err(e) => {
+                problem(format!("{at}.rate_limit"), e);
+                None
+            }
+        },
+    };
     match url {
         Some(url) if problems.is_empty() => Ok(SubscriberSettings {
             name: raw.name.clone(),
@@ -139,6 +153,7 @@ pub(crate) fn build_subscriber(
             providers: raw.providers.clone(),
             sources: raw.sources.clone(),
             filter,
+            rate_limit,
             enabled: raw.enabled,
             circuit: CircuitSettings {
                 failure_threshold: raw.circuit_failure_threshold,

@@ -181,6 +181,7 @@ mod tests {
             providers: Vec::new(),
             sources: Vec::new(),
             filter: None,
+            rate_limit: None,
             enabled: true,
             circuit: CircuitSettings {
                 failure_threshold: 5,

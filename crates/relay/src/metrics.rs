@@ -6,7 +6,7 @@ use std::time::Duration;
 use prometheus::core::Collector;
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-pub const OUTCOMES: &[&str] = &["delivered", "retry_scheduled", "dead_lettered", "gone"];
+pub const OUTCOMES: &[&str] = &["delivered", "retry_scheduled", "slowed_down", "dead_lettered", "gone"];
 pub const REPLAY_OUTCOMES: &[&str] = &["delivered", "failed", "skipped"];
 
 /// Why an event of a subscriber's types was not delivered (`filtered_total`).
@@ -16,6 +16,7 @@ const FILTER_REASONS: [&str; 3] = ["source", "filtered", "filter_error"];
 pub struct RelayMetrics {
     deliveries: IntCounterVec,
     filtered: IntCounterVec,
+    slowed: IntCounterVec,
     duration: HistogramVec,
     latency: HistogramVec,
     pub(crate) backlog: IntGaugeVec,
@@ -54,6 +55,13 @@ impl RelayMetrics {
                 ),
                 &["subscriber", "reason"],
             )?,
+            slowed: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_relay_slowed_total",
+                    "Times a subscriber's deliveries waited, by reason: rate_limit (its rate_limit), retry_after (it answered 429 with Retry-After).",
+                ),
+                &["subscriber", "reason"],
+            )?,
             duration: HistogramVec::new(
                 HistogramOpts::new("hookbridge_relay_delivery_duration_seconds", "Time of one delivery attempt: POST to answer.")
                     .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
@@ -88,6 +96,7 @@ impl RelayMetrics {
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(m.deliveries.clone()),
             Box::new(m.filtered.clone()),
+            Box::new(m.slowed.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.latency.clone()),
             Box::new(m.backlog.clone()),
@@ -111,6 +120,9 @@ impl RelayMetrics {
             }
             for reason in FILTER_REASONS {
                 m.filtered.with_label_values(&[s, reason]);
+            }
+            for reason in ["rate_limit", "retry_after"] {
+                m.slowed.with_label_values(&[s, reason]);
             }
             m.duration.with_label_values(&[s]);
             m.latency.with_label_values(&[s, "provider"]);
@@ -138,6 +150,10 @@ impl RelayMetrics {
 
     pub(crate) fn filtered(&self, subscriber: &str, reason: &str) {
         self.filtered.with_label_values(&[subscriber, reason]).inc();
+    }
+
+    pub(crate) fn slowed(&self, subscriber: &str, reason: &str) {
+        self.slowed.with_label_values(&[subscriber, reason]).inc();
     }
 
     pub(crate) fn replayed(&self, subscriber: &str, outcome: &str) {

@@ -4,6 +4,9 @@
 //! - connection errors, timeouts, 408, 425, 429, 5xx (and any status in
 //!   `retry_on_status`): retried on the schedule, honouring `Retry-After`
 //!   (capped) and with ±10% jitter; after the last attempt, dead-lettered.
+//! - 429 with `Retry-After`: the subscriber asks to slow down. Its
+//!   deliveries pause for that long (capped) and the event is tried again
+//!   then, however many times it was tried: a 429 never dead-letters it.
 //! - 410 Gone: dead-lettered, and the subscriber is disabled.
 //! - any other status: dead-lettered at once (the request itself is wrong;
 //!   retrying would fail the same way).
@@ -38,6 +41,11 @@ pub enum Verdict {
     DeadLetter,
     /// Dead-letter and disable the subscriber (410 Gone).
     Gone,
+    /// 429 with `Retry-After`: pause the subscriber for `delay` and retry
+    /// the event then, without counting towards its dead letters.
+    SlowDown {
+        delay: Duration,
+    },
 }
 
 /// How a subscriber retries.
@@ -57,6 +65,9 @@ impl RetryPolicy {
         let retry_after = match outcome {
             Attempt::Status { status: 200..=299, .. } => return Verdict::Delivered,
             Attempt::Status { status: 410, .. } => return Verdict::Gone,
+            Attempt::Status { status: 429, retry_after: Some(after) } if self.retry_on_status.contains(&429) => {
+                return Verdict::SlowDown { delay: (*after).min(self.max_retry_after).max(Duration::from_millis(100)) };
+            }
             Attempt::Status { status, retry_after } if *status >= 500 || self.retry_on_status.contains(status) => {
                 *retry_after
             }
@@ -137,8 +148,19 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_honoured_and_capped() {
+    fn a_429_with_retry_after_slows_down_and_never_dead_letters() {
         let after = |s| Attempt::Status { status: 429, retry_after: Some(Duration::from_secs(s)) };
+        assert_eq!(policy().verdict(1, &after(2), 0.5), Verdict::SlowDown { delay: Duration::from_secs(2) });
+        assert_eq!(policy().verdict(99, &after(2), 0.5), Verdict::SlowDown { delay: Duration::from_secs(2) });
+        assert_eq!(policy().verdict(1, &after(86_400), 0.5), Verdict::SlowDown { delay: Duration::from_secs(3600) });
+        let mut strict = policy();
+        strict.retry_on_status = vec![];
+        assert_eq!(strict.verdict(1, &after(2), 0.5), Verdict::DeadLetter, "429 not retried: dead-lettered");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let after = |s| Attempt::Status { status: 503, retry_after: Some(Duration::from_secs(s)) };
         assert_eq!(policy().verdict(1, &after(60), 0.5), Verdict::Retry { delay: Duration::from_secs(60) });
         assert_eq!(
             policy().verdict(1, &after(1), 0.5),

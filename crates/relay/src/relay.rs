@@ -74,6 +74,8 @@ impl Relay {
                 circuit: Circuit::new(s.circuit),
                 disabled: watch::Sender::new(disabled),
                 wake: Notify::new(),
+                limiter: s.rate_limit.map(crate::subscriber::limiter),
+                slowed_until: std::sync::Mutex::new(None),
                 settings: s.clone(),
             };
             subscribers.insert(s.name.clone(), Arc::new(subscriber));

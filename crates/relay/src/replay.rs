@@ -143,6 +143,10 @@ impl Replay {
                 let _ = delivery.ack().await;
                 continue;
             }
+            // A replay keeps to the subscriber's rate limit too.
+            if let Some(limiter) = &sub.limiter {
+                limiter.until_ready().await;
+            }
             let permit = in_flight.clone().acquire_owned().await.expect("never closed");
             let (replay, sub, metrics) = (self.clone(), sub.clone(), metrics.clone());
             deliveries.spawn(async move {

@@ -32,6 +32,8 @@ pub struct SubscriberSettings {
     pub providers: Vec<String>,
     /// Only events of these sources: a source name or a CloudEvents `source` (empty: all).
     pub sources: Vec<String>,
+    /// Deliveries per second at most, per relay process, and the burst.
+    pub rate_limit: Option<RateLimit>,
     /// Only events this CEL expression passes (see [`crate::filter`]).
     pub filter: Option<std::sync::Arc<crate::filter::EventFilter>>,
     /// `false`: configured off; the admin API cannot enable it.
@@ -68,6 +70,42 @@ impl SubscriberSettings {
     }
 }
 
+/// A subscriber's delivery rate limit (per relay process).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Deliveries a second, on average.
+    pub per_second: f64,
+    /// Deliveries that may start at once after a quiet time.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Parses `N/s`, `N/m` or `N/h` (N a positive number).
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(text: &str, burst: Option<u32>) -> Result<Self, String> {
+        let (n, unit) =
+            text.trim().split_once('/').ok_or_else(|| format!("`{text}` is not a rate: use N/s, N/m or N/h"))?;
+        let n: f64 = n.trim().parse().map_err(|_| format!("`{n}` is not a number"))?;
+        let seconds = match unit.trim() {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            other => return Err(format!("`{other}` is not a unit: use s, m or h")),
+        };
+        if !(n.is_finite() && n > 0.0) {
+            return Err("the rate must be greater than 0".into());
+        }
+        let per_second = n / seconds;
+        let burst = burst.unwrap_or_else(|| per_second.ceil().max(1.0) as u32);
+        if burst == 0 {
+            return Err("the burst must be at least 1".into());
+        }
+        Ok(Self { per_second, burst })
+    }
+}
+
 /// The relay's settings.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -81,5 +119,21 @@ impl RelaySettings {
     /// The bus consumer group of a subscriber.
     pub fn group(&self, subscriber: &str) -> String {
         format!("{}.relay.{subscriber}", self.topic_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+
+    #[test]
+    fn rate_limits_parse_per_second_minute_and_hour() {
+        assert_eq!(RateLimit::parse("200/s", None), Ok(RateLimit { per_second: 200.0, burst: 200 }));
+        assert_eq!(RateLimit::parse("120/m", Some(5)), Ok(RateLimit { per_second: 2.0, burst: 5 }));
+        assert_eq!(RateLimit::parse("36/h", None), Ok(RateLimit { per_second: 0.01, burst: 1 }));
+        for bad in ["200", "0/s", "-1/s", "x/s", "10/d", "10/s/s"] {
+            assert!(RateLimit::parse(bad, None).is_err(), "{bad}");
+        }
+        assert!(RateLimit::parse("10/s", Some(0)).is_err());
     }
 }

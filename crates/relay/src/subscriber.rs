@@ -34,6 +34,45 @@ pub(crate) struct Subscriber {
     pub(crate) disabled: watch::Sender<Option<Disabled>>,
     /// Woken when the circuit changes.
     pub(crate) wake: Notify,
+    /// `rate_limit`, when configured.
+    pub(crate) limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// Set by a 429 with `Retry-After`: no delivery starts before.
+    pub(crate) slowed_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// The token bucket of a rate limit.
+pub(crate) fn limiter(limit: crate::settings::RateLimit) -> governor::DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / limit.per_second).max(Duration::from_nanos(1));
+    let burst = std::num::NonZeroU32::new(limit.burst).unwrap_or(std::num::NonZeroU32::MIN);
+    let quota = governor::Quota::with_period(period).expect("a positive period").allow_burst(burst);
+    governor::RateLimiter::direct(quota)
+}
+
+impl Subscriber {
+    /// Waits until this subscriber may start a delivery: past a 429's
+    /// `Retry-After`, and within its rate limit. `false` on shutdown.
+    async fn wait_turn(&self, shutdown: &CancellationToken, metrics: &RelayMetrics) -> bool {
+        loop {
+            let until = *self.slowed_until.lock().expect("slowed_until lock");
+            match until {
+                Some(until) if until > tokio::time::Instant::now() => tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep_until(until) => {}
+                },
+                _ => break,
+            }
+        }
+        if let Some(limiter) = &self.limiter
+            && limiter.check().is_err()
+        {
+            metrics.slowed(&self.settings.name, "rate_limit");
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = limiter.until_ready() => {}
+            }
+        }
+        true
+    }
 }
 
 impl Subscriber {
@@ -127,6 +166,9 @@ impl Worker {
                 });
                 continue;
             }
+            if !sub.wait_turn(&self.shutdown, &self.metrics).await {
+                return;
+            }
             // The circuit is asked with an event in hand: a retry that fell
             // due while the circuit opened waits here like any other event.
             // Dropping a delivery (shutdown, disabled) hands it back.
@@ -163,6 +205,7 @@ impl Worker {
         let outcome = match verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry { .. } => "retry_scheduled",
+            Verdict::SlowDown { .. } => "slowed_down",
             Verdict::DeadLetter => "dead_lettered",
             Verdict::Gone => "gone",
         };
@@ -172,7 +215,8 @@ impl Worker {
             let age = |t: DateTime<Utc>| (now - t).to_std().unwrap_or_default();
             self.metrics.delivered(name, age(delivery.event.time), age(delivery.event.ingesttime));
         }
-        let success = verdict == Verdict::Delivered;
+        // A 429 asking to slow down is an answer from a working endpoint.
+        let success = matches!(verdict, Verdict::Delivered | Verdict::SlowDown { .. });
         let transition = sub.circuit.record(success, probe);
         match transition {
             Some(Transition::Opened) => {
@@ -194,6 +238,16 @@ impl Worker {
             Verdict::Delivered => {
                 tracing::debug!(subscriber = %name, event_id = %id, attempt = n, "delivered");
                 settle(name, &id, delivery.ack().await);
+            }
+            Verdict::SlowDown { delay } => {
+                let until = tokio::time::Instant::now() + delay;
+                {
+                    let mut slowed = sub.slowed_until.lock().expect("slowed_until lock");
+                    *slowed = Some(slowed.map_or(until, |t| t.max(until)));
+                }
+                self.metrics.slowed(name, "retry_after");
+                tracing::info!(subscriber = %name, event_id = %id, attempt = n, ?delay, "the subscriber asked to slow down (429); deliveries paused");
+                settle(name, &id, delivery.nack(delay).await);
             }
             Verdict::Retry { delay } => {
                 tracing::info!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), ?delay, "delivery failed; retry scheduled");
