@@ -14,10 +14,12 @@ use serde_json::value::RawValue;
 
 mod delivery;
 mod durability;
+mod ordering;
 mod tail;
 
 pub use delivery::*;
 pub use durability::*;
+pub use ordering::*;
 pub use tail::*;
 
 use crate::{Bus, Consumer, Delivery, Failure, NewGroup, PublishOutcome, StartFrom, SubscribeOptions};
@@ -83,6 +85,9 @@ macro_rules! conformance_tests {
             a_tail_starts_at_a_time,
             a_cursor_of_another_kind_is_refused,
             a_cursor_older_than_retention_gets_a_resync,
+            a_subject_comes_in_publish_order,
+            unsettled_events_of_a_subject_come_back_in_order,
+            a_subject_belongs_to_one_member_of_a_group,
         );
         $crate::conformance_tests!(@mut_cases $store; a_broker_outage_loses_nothing_acknowledged, dead_letters_survive_a_broker_crash);
     };

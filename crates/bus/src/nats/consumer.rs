@@ -21,6 +21,9 @@ pub(crate) struct NatsConsumer {
     /// `None` after the stream ended (e.g. the server went away): made anew
     /// on the next call.
     messages: Option<jetstream::consumer::pull::Stream>,
+    /// Dropped deliveries, handed back by one task in the order dropped, so
+    /// they come again in that order (the relay's `ordering = "subject"`).
+    handed_back: tokio::sync::mpsc::UnboundedSender<Arc<jetstream::Message>>,
 }
 
 impl std::fmt::Debug for NatsConsumer {
@@ -36,12 +39,20 @@ impl NatsConsumer {
         options: &SubscribeOptions,
     ) -> Result<Self> {
         let messages = consumer.messages().await.map_err(unavailable)?;
+        let (handed_back, mut dropped) = tokio::sync::mpsc::unbounded_channel::<Arc<jetstream::Message>>();
+        // Ends when the consumer and every delivery are gone.
+        tokio::spawn(async move {
+            while let Some(message) = dropped.recv().await {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+        });
         Ok(Self {
             bus,
             group: options.group.clone(),
             patterns: options.patterns.clone(),
             consumer,
             messages: Some(messages),
+            handed_back,
         })
     }
 }
@@ -84,7 +95,8 @@ impl Consumer for NatsConsumer {
             }
             let message = Arc::new(message);
             let progress = tokio::spawn(in_progress(message.clone(), self.bus.inner.options.ack_wait)).abort_handle();
-            let acker = NatsAcker { bus: self.bus.clone(), message: Some(message), progress };
+            let acker =
+                NatsAcker { bus: self.bus.clone(), message: Some(message), progress, handed_back: self.handed_back.clone() };
             return Ok(Delivery::new(event, attempt, published, Box::new(acker)));
         }
     }
@@ -109,6 +121,7 @@ struct NatsAcker {
     message: Option<Arc<jetstream::Message>>,
     /// The task that keeps the delivery in progress; ended when settled.
     progress: tokio::task::AbortHandle,
+    handed_back: tokio::sync::mpsc::UnboundedSender<Arc<jetstream::Message>>,
 }
 
 impl std::fmt::Debug for NatsAcker {
@@ -148,12 +161,10 @@ impl Acker for NatsAcker {
 impl Drop for NatsAcker {
     fn drop(&mut self) {
         self.progress.abort();
-        if let Some(message) = self.message.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn(async move {
-                let _ = message.ack_with(AckKind::Nak(None)).await;
-            });
+        if let Some(message) = self.message.take() {
+            // Gone with the consumer's task: JetStream redelivers it after
+            // `ack_wait`, like the deliveries of a process that died.
+            let _ = self.handed_back.send(message);
         }
     }
 }
