@@ -54,6 +54,10 @@ impl Store for Nats {
     fn resume_broker(&mut self) {
         self.server.resume();
     }
+
+    fn redelivers_in_order_after_restart(&self) -> bool {
+        false
+    }
 }
 
 hookbridge_bus::conformance_tests!(Nats::new());

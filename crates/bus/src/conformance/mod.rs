@@ -50,6 +50,13 @@ pub trait Store: Send + Sync {
         true
     }
 
+    /// Whether the events a closed consumer held come back in publish order
+    /// after a restart. JetStream redelivers what a gone client had received
+    /// only after `ack_wait`, so a later event of the subject may come first.
+    fn redelivers_in_order_after_restart(&self) -> bool {
+        true
+    }
+
     /// Whether the broker finds offsets by time correctly (tansu's memory
     /// engine does not): the cases that start at a time are skipped without.
     fn finds_offsets_by_time(&self) -> bool {
