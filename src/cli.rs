@@ -184,13 +184,21 @@ pub fn summary(config: &Config) -> String {
     }
     for s in &config.relay.subscribers {
         let events: Vec<String> = s.events.iter().map(ToString::to_string).collect();
-        let _ = writeln!(
-            out,
-            "  deliver {} to subscriber {}{}",
-            events.join(", "),
-            s.name,
-            if s.enabled { "" } else { " (disabled)" }
-        );
+        let mut notes = Vec::new();
+        if !s.enabled {
+            notes.push("disabled".to_owned());
+        }
+        if s.ordering == hookbridge_relay::ordering::Ordering::Subject {
+            notes.push("in order per subject".to_owned());
+        }
+        if s.filter.is_some() {
+            notes.push("filtered".to_owned());
+        }
+        if let Some(limit) = s.rate_limit {
+            notes.push(format!("at most {}/s", limit.per_second));
+        }
+        let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) };
+        let _ = writeln!(out, "  deliver {} to subscriber {}{notes}", events.join(", "), s.name);
     }
     let _ = writeln!(
         out,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_testkit::recorder::Recorder;
 
-use crate::streams::metric;
+use crate::support::metric;
 use crate::support::{Running, cli, send_event, write_config_with};
 
 fn subscriber(name: &str, url: &str, filter: &str) -> String {

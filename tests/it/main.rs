@@ -11,6 +11,7 @@ mod hostile;
 mod limits;
 mod matrix;
 mod observability;
+mod ordering;
 mod outage;
 mod rejections;
 mod relay;

@@ -12,7 +12,7 @@ use hookbridge_brokers::{KafkaBroker, NatsServer};
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
 
-use crate::support::{Running, send_event, write_config_with};
+use crate::support::{Running, metric, send_event, write_config_with};
 
 pub(crate) const TOKEN: &str = "stream-token-email-0123456789";
 const MESSAGES_TOKEN: &str = "stream-token-messages-0123456789";
@@ -299,12 +299,6 @@ async fn tokens_patterns_cursors_and_origins_are_enforced() {
     assert_eq!(allowed.headers()["access-control-allow-origin"], "http://127.0.0.1:1");
     let other = preflight("http://127.0.0.1:2").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
-}
-
-/// The admin listener's value of one metric line (sum over matching lines).
-pub(crate) async fn metric(admin: SocketAddr, prefix: &str) -> f64 {
-    let text = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

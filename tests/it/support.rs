@@ -27,12 +27,17 @@ impl Running {
         Self::start_as("run", config)
     }
 
-    /// `hookbridge VERB` (`run` or `ingress`: a process with a webhook listener).
+    /// `hookbridge VERB` (`run` or `ingress`: a process with a webhook
+    /// listener). Its log is echoed when `HB_TEST_LOG` is set (to `1`, or to
+    /// a `RUST_LOG` filter such as `info,hookbridge_bus=debug`).
     pub(crate) fn start_as(verb: &str, config: &Path) -> Self {
         let mut child = Command::new(BIN)
             .args([verb, "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("HB_TEST_LOG").ok().filter(|l| l.contains('=')).unwrap_or_else(|| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -40,7 +45,11 @@ impl Running {
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
+            let echo = std::env::var_os("HB_TEST_LOG").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("{line}");
+                }
                 let field = |name: &str| {
                     line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(|a| a.parse::<SocketAddr>().unwrap())
                 };
@@ -113,4 +122,34 @@ pub(crate) async fn send_event(client: &reqwest::Client, running: &Running, even
 pub(crate) fn sigterm(child: &Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
+}
+
+/// `[bus.nats]` for a test's own nats-server.
+pub(crate) fn nats_bus(server: &hookbridge_brokers::NatsServer) -> String {
+    format!("[bus.nats]\nurl = \"{}\"\n", server.url())
+}
+
+/// `[bus.kafka]` for a test's own Kafka-protocol broker: two partitions a
+/// topic, new topics found within half a second.
+pub(crate) fn kafka_bus(broker: &hookbridge_brokers::KafkaBroker) -> String {
+    format!(
+        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 2\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n",
+        broker.address()
+    )
+}
+
+/// The test config on `backend` (`embedded`, `nats`, `kafka`), with its
+/// `[bus.*]` table `bus` and `extra` appended.
+pub(crate) fn write_config_on(dir: &Path, backend: &str, bus: &str, extra: &str) -> std::path::PathBuf {
+    let config = write_config_with(dir, &format!("{bus}{extra}"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("backend = \"embedded\"", &format!("backend = \"{backend}\""))).unwrap();
+    config
+}
+
+/// The sum of the samples of the metrics whose line starts with `prefix`
+/// (name and labels), read from `admin`'s /metrics.
+pub(crate) async fn metric(admin: SocketAddr, prefix: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }

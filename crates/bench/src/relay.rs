@@ -90,6 +90,7 @@ fn subscriber(sink: &Sink, in_flight: usize) -> SubscriberSettings {
         sources: Vec::new(),
         filter: None,
         rate_limit: None,
+        ordering: hookbridge_relay::ordering::Ordering::None,
         enabled: true,
         circuit: CircuitSettings {
             failure_threshold: 1000,

@@ -501,6 +501,9 @@ pub struct SubscriberConfig {
     pub rate_limit: Option<String>,
     /// Deliveries that may start at once (default: one second's worth).
     pub rate_limit_burst: Option<u32>,
+    /// `none` (default) or `subject`: one event in flight per subject, in publish order.
+    #[serde(default)]
+    pub ordering: hookbridge_relay::ordering::Ordering,
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// 4xx statuses retried; others are dead-lettered at once. 5xx always retry.

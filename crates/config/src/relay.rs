@@ -154,6 +154,7 @@ pub(crate) fn build_subscriber(
             sources: raw.sources.clone(),
             filter,
             rate_limit,
+            ordering: raw.ordering,
             enabled: raw.enabled,
             circuit: CircuitSettings {
                 failure_threshold: raw.circuit_failure_threshold,

@@ -182,6 +182,7 @@ mod tests {
             sources: Vec::new(),
             filter: None,
             rate_limit: None,
+            ordering: crate::ordering::Ordering::None,
             enabled: true,
             circuit: CircuitSettings {
                 failure_threshold: 5,

@@ -6,7 +6,8 @@
 //!   subscriber's worker and consumer group are in `subscriber`.
 //! - [`deliver`]: one HTTP attempt; [`policy`]: what to do after it;
 //!   [`circuit`]: endpoint health; [`sign`]: Standard Webhooks signatures.
-//! - [`filter`]: a subscriber's CEL content filter.
+//! - [`filter`]: a subscriber's CEL content filter; [`ordering`]: one event
+//!   in flight per subject.
 //! - [`replay`]: re-delivery from a point in time.
 //! - [`api`]: the admin API (JSON over HTTP, bearer token).
 
@@ -16,6 +17,7 @@ pub mod deliver;
 mod error;
 pub mod filter;
 mod metrics;
+pub mod ordering;
 pub mod policy;
 mod relay;
 pub mod replay;

@@ -25,6 +25,7 @@ pub struct RelayMetrics {
     pub(crate) dead_letters: IntGaugeVec,
     pub(crate) circuit_state: IntGaugeVec,
     pub(crate) enabled: IntGaugeVec,
+    held: IntGaugeVec,
     replay_events: IntCounterVec,
     pub(crate) replays_running: IntGaugeVec,
 }
@@ -87,6 +88,13 @@ impl RelayMetrics {
                 label,
             )?,
             enabled: IntGaugeVec::new(Opts::new("hookbridge_relay_subscriber_enabled", "1 while the subscriber is enabled, 0 while disabled."), label)?,
+            held: IntGaugeVec::new(
+                Opts::new(
+                    "hookbridge_relay_ordering_held_events",
+                    "Events an ordered subscriber (ordering = \"subject\") holds in this relay process: in flight, retrying in place, or waiting behind an earlier event of their subject.",
+                ),
+                label,
+            )?,
             replay_events: IntCounterVec::new(
                 Opts::new("hookbridge_relay_replay_events_total", "Events handled by replays, by subscriber and outcome."),
                 &["subscriber", "outcome"],
@@ -105,6 +113,7 @@ impl RelayMetrics {
             Box::new(m.dead_letters.clone()),
             Box::new(m.circuit_state.clone()),
             Box::new(m.enabled.clone()),
+            Box::new(m.held.clone()),
             Box::new(m.replay_events.clone()),
             Box::new(m.replays_running.clone()),
         ];
@@ -134,6 +143,7 @@ impl RelayMetrics {
             m.circuit_state.with_label_values(&[s]);
             m.enabled.with_label_values(&[s]).set(1);
             m.replays_running.with_label_values(&[s]);
+            m.held.with_label_values(&[s]);
         }
         Ok(m)
     }
@@ -154,6 +164,10 @@ impl RelayMetrics {
 
     pub(crate) fn slowed(&self, subscriber: &str, reason: &str) {
         self.slowed.with_label_values(&[subscriber, reason]).inc();
+    }
+
+    pub(crate) fn held(&self, subscriber: &str, change: i64) {
+        self.held.with_label_values(&[subscriber]).add(change);
     }
 
     pub(crate) fn replayed(&self, subscriber: &str, outcome: &str) {

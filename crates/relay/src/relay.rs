@@ -76,6 +76,8 @@ impl Relay {
                 wake: Notify::new(),
                 limiter: s.rate_limit.map(crate::subscriber::limiter),
                 slowed_until: std::sync::Mutex::new(None),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(s.max_in_flight.max(1))),
+                lanes: crate::ordering::Lanes::default(),
                 settings: s.clone(),
             };
             subscribers.insert(s.name.clone(), Arc::new(subscriber));

@@ -36,6 +36,8 @@ pub struct SubscriberSettings {
     pub rate_limit: Option<RateLimit>,
     /// Only events this CEL expression passes (see [`crate::filter`]).
     pub filter: Option<std::sync::Arc<crate::filter::EventFilter>>,
+    /// `subject`: one event in flight per subject, in publish order.
+    pub ordering: crate::ordering::Ordering,
     /// `false`: configured off; the admin API cannot enable it.
     pub enabled: bool,
     pub circuit: CircuitSettings,

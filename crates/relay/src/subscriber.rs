@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_bus::{Bus, Delivery, Failure, NewGroup, StartFrom, SubscribeOptions};
+use hookbridge_event::Event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::circuit::{Circuit, CircuitState, Permit, Transition};
 use crate::deliver;
 use crate::metrics::RelayMetrics;
+use crate::ordering::{Lanes, Ordering, Queued};
 use crate::policy::{self, Attempt, Verdict};
 use crate::settings::SubscriberSettings;
 
@@ -38,6 +40,10 @@ pub(crate) struct Subscriber {
     pub(crate) limiter: Option<governor::DefaultDirectRateLimiter>,
     /// Set by a 429 with `Retry-After`: no delivery starts before.
     pub(crate) slowed_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Requests in flight at once (`max_in_flight`).
+    pub(crate) in_flight: Arc<Semaphore>,
+    /// `ordering = "subject"`: the events in hand, by subject.
+    pub(crate) lanes: Lanes,
 }
 
 /// The token bucket of a rate limit.
@@ -129,7 +135,10 @@ impl Worker {
                 }
             },
         };
-        let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
+        let ordered = sub.settings.ordering == Ordering::Subject;
+        // Events taken from the bus and not yet settled: as many as may be
+        // in flight, or, when ordered, as many as may wait in lanes.
+        let in_hand = if ordered { Arc::new(Semaphore::new(crate::ordering::MAX_HELD)) } else { sub.in_flight.clone() };
         let mut disabled = sub.disabled.subscribe();
         loop {
             if disabled.borrow_and_update().is_some() {
@@ -140,7 +149,7 @@ impl Worker {
             }
             let permit = tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                permit = in_flight.clone().acquire_owned() => permit.expect("never closed"),
+                permit = in_hand.clone().acquire_owned() => permit.expect("never closed"),
             };
             let delivery = tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -164,6 +173,14 @@ impl Worker {
                     settle(&name, &id, delivery.ack().await);
                     drop(permit);
                 });
+                continue;
+            }
+            if ordered {
+                let key = Lanes::key(&delivery.event);
+                self.metrics.held(&sub.settings.name, 1);
+                if let Some(first) = sub.lanes.enqueue(&key, Queued { delivery, _held: permit }) {
+                    self.tracker.spawn(self.clone().lane(sub.clone(), key, first));
+                }
                 continue;
             }
             if !sub.wait_turn(&self.shutdown, &self.metrics).await {
@@ -198,10 +215,40 @@ impl Worker {
     /// durable retry, or dead letter.
     async fn deliver(&self, sub: &Subscriber, delivery: Delivery, probe: bool) {
         let name = &sub.settings.name;
+        let (verdict, attempt) = self.try_once(sub, &delivery.event, delivery.attempt, probe).await;
+        let id = delivery.event.id.clone();
+        let n = delivery.attempt;
+        match verdict {
+            Verdict::Delivered => settle(name, &id, delivery.ack().await),
+            Verdict::SlowDown { delay } => settle(name, &id, delivery.nack(delay).await),
+            Verdict::Retry { delay } => {
+                tracing::info!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), ?delay, "delivery failed; retry scheduled");
+                settle(name, &id, delivery.nack(delay).await);
+            }
+            Verdict::DeadLetter | Verdict::Gone => self.dead_letter(sub, delivery, n, &attempt, &verdict).await,
+        }
+    }
+
+    /// Files a delivery that failed for good under the subscriber's dead
+    /// letters (and disables the subscriber on a 410).
+    async fn dead_letter(&self, sub: &Subscriber, delivery: Delivery, n: u32, attempt: &Attempt, verdict: &Verdict) {
+        let name = &sub.settings.name;
+        let id = delivery.event.id.clone();
+        tracing::warn!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(attempt), "delivery failed; dead-lettered");
+        settle(name, &id, delivery.dead_letter(&sub.group, failure(n, attempt)).await);
+        if *verdict == Verdict::Gone {
+            self.disable(sub, "the endpoint answered 410 Gone").await;
+        }
+    }
+
+    /// The `n`th attempt at `event`: the request, its metrics, what it does
+    /// to the circuit, and a 429's pause. Settles nothing.
+    async fn try_once(&self, sub: &Subscriber, event: &Event, n: u32, probe: bool) -> (Verdict, Attempt) {
+        let name = &sub.settings.name;
         let started = std::time::Instant::now();
-        let attempt = deliver::attempt(&sub.client, &sub.settings, &delivery.event).await;
+        let attempt = deliver::attempt(&sub.client, &sub.settings, event).await;
         let took = started.elapsed();
-        let verdict = sub.settings.retry.verdict(delivery.attempt, &attempt, policy::jitter());
+        let verdict = sub.settings.retry.verdict(n, &attempt, policy::jitter());
         let outcome = match verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry { .. } => "retry_scheduled",
@@ -211,9 +258,10 @@ impl Worker {
         };
         self.metrics.attempt(name, outcome, took);
         if verdict == Verdict::Delivered {
+            tracing::debug!(subscriber = %name, event_id = %event.id, attempt = n, "delivered");
             let now = Utc::now();
             let age = |t: DateTime<Utc>| (now - t).to_std().unwrap_or_default();
-            self.metrics.delivered(name, age(delivery.event.time), age(delivery.event.ingesttime));
+            self.metrics.delivered(name, age(event.time), age(event.ingesttime));
         }
         // A 429 asking to slow down is an answer from a working endpoint.
         let success = matches!(verdict, Verdict::Delivered | Verdict::SlowDown { .. });
@@ -232,32 +280,93 @@ impl Worker {
             self.set_health_gauges(sub);
         }
         sub.wake.notify_waiters();
-        let id = delivery.event.id.clone();
-        let n = delivery.attempt;
-        match verdict {
-            Verdict::Delivered => {
-                tracing::debug!(subscriber = %name, event_id = %id, attempt = n, "delivered");
-                settle(name, &id, delivery.ack().await);
+        if let Verdict::SlowDown { delay } = verdict {
+            let until = tokio::time::Instant::now() + delay;
+            {
+                let mut slowed = sub.slowed_until.lock().expect("slowed_until lock");
+                *slowed = Some(slowed.map_or(until, |t| t.max(until)));
             }
-            Verdict::SlowDown { delay } => {
-                let until = tokio::time::Instant::now() + delay;
-                {
-                    let mut slowed = sub.slowed_until.lock().expect("slowed_until lock");
-                    *slowed = Some(slowed.map_or(until, |t| t.max(until)));
+            self.metrics.slowed(name, "retry_after");
+            tracing::info!(subscriber = %name, event_id = %event.id, attempt = n, ?delay, "the subscriber asked to slow down (429); deliveries paused");
+        }
+        (verdict, attempt)
+    }
+
+    /// Works one lane of an ordered subscriber: its events one at a time,
+    /// each settled before the next starts. When one is handed back
+    /// (shutdown, disabled), so are the rest, in order.
+    async fn lane(self, sub: Arc<Subscriber>, key: String, mut queued: Queued) {
+        loop {
+            let Queued { delivery, _held } = queued;
+            let settled = self.deliver_in_order(&sub, delivery).await;
+            drop(_held);
+            self.metrics.held(&sub.settings.name, -1);
+            if !settled {
+                let rest = sub.lanes.abandon(&key);
+                self.metrics.held(&sub.settings.name, -(rest.len() as i64));
+                drop(rest);
+                return;
+            }
+            match sub.lanes.next(&key) {
+                Some(next) => queued = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Delivers the head of a lane until it is settled: a failed attempt
+    /// is retried here on the subscriber's schedule, so the events behind
+    /// it wait. `false` when it was handed back instead (shutdown, or the
+    /// subscriber disabled): the bus delivers it again.
+    async fn deliver_in_order(&self, sub: &Subscriber, delivery: Delivery) -> bool {
+        let name = &sub.settings.name;
+        let mut disabled = sub.disabled.subscribe();
+        let mut n = delivery.attempt;
+        loop {
+            if disabled.borrow_and_update().is_some() {
+                return false;
+            }
+            let permit = tokio::select! {
+                () = self.shutdown.cancelled() => return false,
+                permit = sub.in_flight.clone().acquire_owned() => permit.expect("never closed"),
+            };
+            if !sub.wait_turn(&self.shutdown, &self.metrics).await {
+                return false;
+            }
+            let probe = loop {
+                match sub.circuit.permit() {
+                    Permit::Deliver => break false,
+                    Permit::Probe => break true,
+                    Permit::WaitUntil(until) => tokio::select! {
+                        () = self.shutdown.cancelled() => return false,
+                        () = tokio::time::sleep_until(until) => {}
+                        () = sub.wake.notified() => {}
+                        _ = disabled.changed() => if disabled.borrow().is_some() { return false },
+                    },
                 }
-                self.metrics.slowed(name, "retry_after");
-                tracing::info!(subscriber = %name, event_id = %id, attempt = n, ?delay, "the subscriber asked to slow down (429); deliveries paused");
-                settle(name, &id, delivery.nack(delay).await);
-            }
-            Verdict::Retry { delay } => {
-                tracing::info!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), ?delay, "delivery failed; retry scheduled");
-                settle(name, &id, delivery.nack(delay).await);
-            }
-            Verdict::DeadLetter | Verdict::Gone => {
-                tracing::warn!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), "delivery failed; dead-lettered");
-                settle(name, &id, delivery.dead_letter(&sub.group, failure(n, &attempt)).await);
-                if verdict == Verdict::Gone {
-                    self.disable(sub, "the endpoint answered 410 Gone").await;
+            };
+            let (verdict, attempt) = self.try_once(sub, &delivery.event, n, probe).await;
+            drop(permit);
+            let id = delivery.event.id.clone();
+            match verdict {
+                Verdict::Delivered => {
+                    settle(name, &id, delivery.ack().await);
+                    return true;
+                }
+                // Paused by `slowed_until`; tried again, as the same attempt.
+                Verdict::SlowDown { .. } => {}
+                Verdict::Retry { delay } => {
+                    tracing::info!(subscriber = %name, event_id = %id, attempt = n, outcome = %describe(&attempt), ?delay, "delivery failed; retried in order, the later events of its subject wait");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return false,
+                        _ = disabled.changed() => if disabled.borrow().is_some() { return false },
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    n = n.saturating_add(1);
+                }
+                Verdict::DeadLetter | Verdict::Gone => {
+                    self.dead_letter(sub, delivery, n, &attempt, &verdict).await;
+                    return true;
                 }
             }
         }

@@ -55,6 +55,8 @@ impl Recorded {
 struct Inner {
     requests: Mutex<Vec<Recorded>>,
     script: Mutex<VecDeque<Reply>>,
+    /// Scripts of single events, by `webhook-id`: used before `script`.
+    by_event: Mutex<std::collections::HashMap<String, VecDeque<Reply>>>,
     default: Mutex<Option<Reply>>,
     arrived: Notify,
 }
@@ -85,6 +87,12 @@ impl Recorder {
         self.inner.script.lock().unwrap().extend(replies);
     }
 
+    /// The next requests delivering event `id` (its `webhook-id`) get these
+    /// answers, in order, whatever else arrives meanwhile.
+    pub fn script_event(&self, id: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.by_event.lock().unwrap().entry(id.to_owned()).or_default().extend(replies);
+    }
+
     /// Answer once the script is used up (200 when never set).
     pub fn answer(&self, reply: Reply) {
         *self.inner.default.lock().unwrap() = Some(reply);
@@ -112,6 +120,25 @@ impl Recorder {
         }
     }
 
+    /// Waits until `done` holds for the requests received, then returns them.
+    ///
+    /// # Panics
+    /// When it does not within `within`, saying `what` was awaited.
+    pub async fn wait_until(&self, done: impl Fn(&[Recorded]) -> bool, within: Duration, what: &str) -> Vec<Recorded> {
+        let deadline = Instant::now() + within;
+        loop {
+            let arrived = self.inner.arrived.notified();
+            let requests = self.requests();
+            if done(&requests) {
+                return requests;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                let ids: Vec<_> = self.requests().iter().map(Recorded::event_id).collect();
+                panic!("{what}: not within {within:?}; requests so far: {ids:?}");
+            }
+        }
+    }
+
     /// Waits until every event in `ids` was delivered at least once.
     ///
     /// # Panics
@@ -135,7 +162,9 @@ impl Recorder {
 
 async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let reply = {
-        let scripted = inner.script.lock().unwrap().pop_front();
+        let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let for_event = inner.by_event.lock().unwrap().get_mut(id).and_then(VecDeque::pop_front);
+        let scripted = for_event.or_else(|| inner.script.lock().unwrap().pop_front());
         scripted.or_else(|| inner.default.lock().unwrap().clone()).unwrap_or(Reply::status(200))
     };
     inner.requests.lock().unwrap().push(Recorded { headers, body, at: Instant::now() });

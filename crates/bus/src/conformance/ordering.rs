@@ -15,11 +15,8 @@ use super::*;
 /// Events of three subjects, interleaved; of several types where the
 /// backend orders across types, else all of one type.
 fn interleaved(store: &dyn Store, per_subject: usize) -> Vec<Event> {
-    let types = if store.orders_across_types() {
-        ["email.sent", "email.delivered", "email.opened"]
-    } else {
-        ["email.sent"; 3]
-    };
+    let types =
+        if store.orders_across_types() { ["email.sent", "email.delivered", "email.opened"] } else { ["email.sent"; 3] };
     let run = SEQ.fetch_add(1, Ordering::Relaxed);
     let mut events = Vec::new();
     for i in 0..per_subject {

@@ -95,8 +95,12 @@ impl Consumer for NatsConsumer {
             }
             let message = Arc::new(message);
             let progress = tokio::spawn(in_progress(message.clone(), self.bus.inner.options.ack_wait)).abort_handle();
-            let acker =
-                NatsAcker { bus: self.bus.clone(), message: Some(message), progress, handed_back: self.handed_back.clone() };
+            let acker = NatsAcker {
+                bus: self.bus.clone(),
+                message: Some(message),
+                progress,
+                handed_back: self.handed_back.clone(),
+            };
             return Ok(Delivery::new(event, attempt, published, Box::new(acker)));
         }
     }
