@@ -15,6 +15,7 @@ mod ordering;
 mod outage;
 mod rejections;
 mod relay;
+mod relay_auth;
 mod restarts;
 mod streams;
 mod support;

@@ -91,6 +91,9 @@ fn subscriber(sink: &Sink, in_flight: usize) -> SubscriberSettings {
         filter: None,
         rate_limit: None,
         ordering: hookbridge_relay::ordering::Ordering::None,
+        client_identity: None,
+        proxy: None,
+        auth: None,
         enabled: true,
         circuit: CircuitSettings {
             failure_threshold: 1000,
@@ -115,13 +118,13 @@ pub async fn run(
     let mut reports = Vec::new();
 
     // POST latency of the delivery path alone (sign, POST, read answer).
-    let client = hookbridge_relay::deliver::client(&settings)?;
+    let endpoint = Arc::new(hookbridge_relay::deliver::Endpoint::new(&settings)?);
     let sample = sample_events(20_000);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..in_flight)
         .map(|_| {
-            let (client, settings, sample, next) = (client.clone(), settings.clone(), sample.clone(), next.clone());
+            let (endpoint, settings, sample, next) = (endpoint.clone(), settings.clone(), sample.clone(), next.clone());
             tokio::spawn(async move {
                 let mut h = histogram();
                 loop {
@@ -130,7 +133,7 @@ pub async fn run(
                         return h;
                     }
                     let t = Instant::now();
-                    let _ = hookbridge_relay::deliver::attempt(&client, &settings, &sample[i]).await;
+                    let _ = endpoint.attempt(&settings, &sample[i]).await;
                     h.saturating_record(t.elapsed().as_micros() as u64);
                 }
             })

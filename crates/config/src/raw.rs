@@ -491,6 +491,12 @@ pub struct SubscriberConfig {
     pub headers: std::collections::BTreeMap<String, SecretRef>,
     /// PEM CA bundle trusted for this subscriber's TLS, besides the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// `{ ca, cert, key }`: a private CA and a client certificate (mTLS).
+    pub tls: Option<SubscriberTlsConfig>,
+    /// `http://…` or `https://…` (a secret: it may hold credentials).
+    pub proxy: Option<SecretRef>,
+    /// `{ type = "oauth2", token_url, client_id, client_secret, scopes }`.
+    pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub providers: Vec<String>,
     #[serde(default)]
@@ -514,6 +520,33 @@ pub struct SubscriberConfig {
     pub circuit_probe_interval: Duration,
     #[serde(default, with = "humantime_serde")]
     pub disable_after: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberTlsConfig {
+    /// PEM CA bundle trusted besides the system's roots.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (chain).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`: a path, `file:/path` or `env:NAME` (the PEM itself).
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AuthConfig {
+    Oauth2 {
+        token_url: String,
+        client_id: String,
+        client_secret: SecretRef,
+        #[serde(default)]
+        scopes: Vec<String>,
+        /// `basic` (default) or `post`.
+        #[serde(default)]
+        client_auth: hookbridge_relay::oauth2::ClientAuth,
+        audience: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

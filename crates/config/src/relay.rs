@@ -100,19 +100,117 @@ pub(crate) fn build_subscriber(
             Err(e) => problem(path, e.to_string()),
         }
     }
-    let ca_pem = raw.ca_file.as_ref().and_then(|path| match std::fs::read(path) {
-        Ok(pem) => match hookbridge_relay::deliver::check_ca_pem(&pem) {
-            Ok(()) => Some(pem),
+    let read_ca =
+        |key: String, path: &std::path::Path, problem: &mut dyn FnMut(String, String)| match std::fs::read(path) {
+            Ok(pem) => match hookbridge_relay::deliver::check_ca_pem(&pem) {
+                Ok(()) => Some(pem),
+                Err(e) => {
+                    problem(key, format!("{} {e}", path.display()));
+                    None
+                }
+            },
             Err(e) => {
-                problem(format!("{at}.ca_file"), format!("{} {e}", path.display()));
+                problem(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        };
+    let tls = raw.tls.as_ref();
+    let ca_pem = match (&raw.ca_file, tls.and_then(|t| t.ca.as_ref())) {
+        (Some(_), Some(_)) => {
+            problem(format!("{at}.tls.ca"), "set either ca_file or tls.ca, not both".into());
+            None
+        }
+        (Some(path), None) => read_ca(format!("{at}.ca_file"), path, &mut problem),
+        (None, Some(path)) => read_ca(format!("{at}.tls.ca"), path, &mut problem),
+        (None, None) => None,
+    };
+    let client_identity = match tls.map(|t| (&t.cert, &t.key)) {
+        None | Some((None, None)) => None,
+        Some((Some(_), None)) => {
+            problem(format!("{at}.tls.key"), "a client certificate needs its key".into());
+            None
+        }
+        Some((None, Some(_))) => {
+            problem(format!("{at}.tls.cert"), "a client key needs its certificate".into());
+            None
+        }
+        Some((Some(cert), Some(key))) => {
+            let cert = std::fs::read(cert)
+                .map_err(|e| problem(format!("{at}.tls.cert"), format!("cannot read {}: {e}", cert.display())))
+                .ok();
+            let key = crate::secret::read_key_pem(key).map_err(|e| problem(format!("{at}.tls.key"), e)).ok();
+            match (cert, key) {
+                (Some(cert), Some(key)) => match hookbridge_relay::deliver::check_identity_pem(&cert, &key) {
+                    Ok(identity) => Some(identity),
+                    Err(e) => {
+                        problem(format!("{at}.tls"), e);
+                        None
+                    }
+                },
+                _ => None,
+            }
+        }
+    };
+    let proxy = raw.proxy.as_ref().and_then(|proxy| match proxy.resolve() {
+        Ok(url) => match hookbridge_relay::deliver::check_proxy(&url) {
+            Ok(()) => Some(secrecy::SecretString::from(url)),
+            Err(e) => {
+                problem(format!("{at}.proxy"), e);
                 None
             }
         },
         Err(e) => {
-            problem(format!("{at}.ca_file"), format!("cannot read {}: {e}", path.display()));
+            problem(format!("{at}.proxy"), e.to_string());
             None
         }
     });
+    let auth = match &raw.auth {
+        None => None,
+        Some(raw::AuthConfig::Oauth2 { token_url, client_id, client_secret, scopes, client_auth, audience }) => {
+            if raw.headers.keys().any(|h| h.eq_ignore_ascii_case("authorization")) {
+                problem(
+                    format!("{at}.headers.Authorization"),
+                    "set either auth or an Authorization header, not both".into(),
+                );
+            }
+            let token_url = match Url::parse(token_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                Ok(_) => {
+                    problem(format!("{at}.auth.token_url"), "must be an http:// or https:// URL".into());
+                    None
+                }
+                Err(e) => {
+                    problem(format!("{at}.auth.token_url"), format!("is not a URL: {e}"));
+                    None
+                }
+            };
+            if client_id.is_empty() {
+                problem(format!("{at}.auth.client_id"), "must not be empty".into());
+            }
+            let secret = client_secret
+                .resolve()
+                .map_err(|e| problem(format!("{at}.auth.client_secret"), e.to_string()))
+                .ok()
+                .filter(|s| {
+                    let empty = s.is_empty();
+                    if empty {
+                        problem(format!("{at}.auth.client_secret"), "must not be empty".into());
+                    }
+                    !empty
+                });
+            match (token_url, secret) {
+                (Some(token_url), Some(secret)) => Some(hookbridge_relay::oauth2::OAuth2Settings {
+                    token_url,
+                    client_id: client_id.clone(),
+                    client_secret: secrecy::SecretString::from(secret),
+                    scopes: scopes.clone(),
+                    client_auth: *client_auth,
+                    audience: audience.clone(),
+                }),
+                _ => None,
+            }
+        }
+    };
     let filter =
         raw.filter.as_deref().and_then(|source| match hookbridge_relay::filter::EventFilter::compile(source) {
             Ok(filter) => Some(std::sync::Arc::new(filter)),
@@ -150,6 +248,9 @@ pub(crate) fn build_subscriber(
             max_in_flight: raw.max_in_flight,
             headers,
             ca_pem,
+            client_identity,
+            proxy,
+            auth,
             providers: raw.providers.clone(),
             sources: raw.sources.clone(),
             filter,

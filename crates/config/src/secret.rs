@@ -71,3 +71,15 @@ impl<'de> Deserialize<'de> for SecretRef {
         Ok(Self::parse(&String::deserialize(deserializer)?))
     }
 }
+
+/// A private key in PEM: `env:NAME` (the PEM itself), `file:/path` or a
+/// path. The message of an error names where, never the value.
+pub(crate) fn read_key_pem(reference: &str) -> Result<Vec<u8>, String> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        return std::env::var(name)
+            .map(String::into_bytes)
+            .map_err(|_| format!("environment variable {name} is not set"));
+    }
+    let path = reference.strip_prefix("file:").unwrap_or(reference);
+    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
+}

@@ -418,3 +418,79 @@ fn streams_are_off_unless_configured_and_their_tokens_are_checked() {
         Ok(())
     });
 }
+
+#[test]
+fn subscriber_transport_and_auth_problems_name_their_path_and_hide_secrets() {
+    Jail::expect_with(|jail| {
+        jail.create_file("ca.pem", "not a certificate")?;
+        jail.create_file("client.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")?;
+        let text = r#"
+[[relay.subscribers]]
+name = "a"
+url = "https://a.internal/hooks"
+events = ["*"]
+ca_file = "ca.pem"
+tls = { ca = "ca.pem", cert = "client.pem" }
+proxy = "ftp://user:proxy-password@proxy:21"
+auth = { type = "oauth2", token_url = "file:///token", client_id = "", client_secret = "env:HOOKBRIDGE_TEST_UNSET_SECRET" }
+headers = { "Authorization" = "Bearer x" }
+[[relay.subscribers]]
+name = "b"
+url = "https://b.internal/hooks"
+events = ["*"]
+tls = { key = "env:HOOKBRIDGE_TEST_UNSET_KEY" }
+auth = { type = "oauth2", token_url = "https://id.example/token", client_id = "relay", client_secret = "" }
+[[relay.subscribers]]
+name = "c"
+url = "https://c.internal/hooks"
+events = ["*"]
+tls = { cert = "client.pem", key = "env:HOOKBRIDGE_TEST_UNSET_KEY" }
+"#;
+        let err = Config::from_toml(text).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "relay.subscribers[0].tls.ca",
+            "relay.subscribers[0].tls.key",
+            "relay.subscribers[0].proxy",
+            "relay.subscribers[0].auth.token_url",
+            "relay.subscribers[0].auth.client_id",
+            "relay.subscribers[0].auth.client_secret",
+            "relay.subscribers[0].headers.Authorization",
+            "relay.subscribers[1].tls.cert",
+            "relay.subscribers[1].auth.client_secret",
+            "relay.subscribers[2].tls.key",
+        ] {
+            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+        }
+        assert!(!err.to_string().contains("proxy-password"), "proxy credentials are not echoed: {err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn oauth2_mtls_and_proxy_load_and_stay_out_of_debug() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_OAUTH_CLIENT_SECRET", "oauth-client-secret-value");
+        let text = r#"
+[[relay.subscribers]]
+name = "a"
+url = "https://a.internal/hooks"
+events = ["*"]
+ordering = "subject"
+proxy = "http://relay:proxy-password@127.0.0.1:3128"
+auth = { type = "oauth2", token_url = "https://id.example/oauth/token", client_id = "relay", client_secret = "env:TEST_OAUTH_CLIENT_SECRET", scopes = ["hooks:write"], client_auth = "post", audience = "https://a.internal" }
+"#;
+        let config = Config::from_toml(text).expect("valid");
+        let s = &config.relay.subscribers[0];
+        assert_eq!(s.ordering, hookbridge_relay::ordering::Ordering::Subject);
+        let auth = s.auth.as_ref().expect("oauth2");
+        assert_eq!(auth.token_url.as_str(), "https://id.example/oauth/token");
+        assert_eq!(auth.scopes, ["hooks:write"]);
+        assert_eq!(auth.client_auth, hookbridge_relay::oauth2::ClientAuth::Post);
+        assert!(s.proxy.is_some());
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("oauth-client-secret-value"), "the client secret stays out of Debug");
+        assert!(!debug.contains("proxy-password"), "proxy credentials stay out of Debug");
+        Ok(())
+    });
+}

@@ -8,6 +8,9 @@ use hookbridge_event::Event;
 use hookbridge_event::trace::{self, SpanKind, TraceContext};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 
+use secrecy::ExposeSecret;
+
+use crate::oauth2::{self, TokenSource};
 use crate::policy::{Attempt, parse_retry_after};
 use crate::settings::SubscriberSettings;
 use crate::sign::signature_header;
@@ -18,16 +21,23 @@ pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The HTTP client of one subscriber: pooled keep-alive connections, rustls,
-/// HTTP/2 where the subscriber offers it over TLS.
+/// HTTP/2 where the subscriber offers it over TLS; its extra CA, its client
+/// certificate (mTLS) and its proxy when configured.
 ///
 /// # Errors
-/// When the TLS configuration cannot be built.
+/// When the TLS configuration or the proxy cannot be used.
 pub fn client(settings: &SubscriberSettings) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder();
     if let Some(pem) = &settings.ca_pem {
         for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
             builder = builder.add_root_certificate(certificate);
         }
+    }
+    if let Some(pem) = &settings.client_identity {
+        builder = builder.identity(reqwest::Identity::from_pem(pem.expose_secret())?);
+    }
+    if let Some(proxy) = &settings.proxy {
+        builder = builder.proxy(reqwest::Proxy::all(proxy.expose_secret())?);
     }
     builder
         .user_agent(concat!("hookbridge/", env!("CARGO_PKG_VERSION")))
@@ -38,22 +48,80 @@ pub fn client(settings: &SubscriberSettings) -> reqwest::Result<reqwest::Client>
         .build()
 }
 
-/// POSTs `event` once and says what happened. The request continues the
-/// event's trace: its `traceparent` is a new span in the same trace.
-pub async fn attempt(client: &reqwest::Client, settings: &SubscriberSettings, event: &Event) -> Attempt {
-    let parent = event.traceparent.as_deref().and_then(TraceContext::parse);
-    let mut span = trace::start("webhook deliver", SpanKind::Client, parent);
-    span.set_attribute("hookbridge.subscriber", settings.name.clone());
-    span.set_attribute("hookbridge.event_id", event.id.clone());
-    let result = send(client, settings, event, span.context()).await;
-    match &result {
-        Attempt::Status { status, .. } => {
-            span.set_attribute("http.response.status_code", status.to_string());
-            span.end((!(200..300).contains(status)).then(|| format!("HTTP {status}")));
-        }
-        Attempt::Failed { error } => span.end(Some(error.clone())),
+/// Where one subscriber's deliveries go: its HTTP client and, with
+/// `auth = { type = "oauth2" }`, the token it sends.
+#[derive(Debug)]
+pub struct Endpoint {
+    client: reqwest::Client,
+    token: Option<TokenSource>,
+}
+
+impl Endpoint {
+    /// # Errors
+    /// When the subscriber's HTTP client cannot be built.
+    pub fn new(settings: &SubscriberSettings) -> reqwest::Result<Self> {
+        Self::with_metrics(settings, None)
     }
-    result
+
+    /// `token_requests`: counts the token fetches by subscriber and outcome.
+    pub(crate) fn with_metrics(
+        settings: &SubscriberSettings,
+        token_requests: Option<prometheus::IntCounterVec>,
+    ) -> reqwest::Result<Self> {
+        let token = settings.auth.clone().map(|auth| TokenSource::new(auth, &settings.name, token_requests));
+        Ok(Self { client: client(settings)?, token })
+    }
+
+    /// POSTs `event` once and says what happened. The request continues the
+    /// event's trace: its `traceparent` is a new span in the same trace.
+    pub async fn attempt(&self, settings: &SubscriberSettings, event: &Event) -> Attempt {
+        let parent = event.traceparent.as_deref().and_then(TraceContext::parse);
+        let mut span = trace::start("webhook deliver", SpanKind::Client, parent);
+        span.set_attribute("hookbridge.subscriber", settings.name.clone());
+        span.set_attribute("hookbridge.event_id", event.id.clone());
+        let result = self.send(settings, event, span.context()).await;
+        match &result {
+            Attempt::Status { status, .. } => {
+                span.set_attribute("http.response.status_code", status.to_string());
+                span.end((!(200..300).contains(status)).then(|| format!("HTTP {status}")));
+            }
+            Attempt::Failed { error } => span.end(Some(error.clone())),
+        }
+        result
+    }
+
+    async fn send(&self, settings: &SubscriberSettings, event: &Event, trace: TraceContext) -> Attempt {
+        let timestamp = Utc::now().timestamp();
+        let mut bearer = match &self.token {
+            Some(token) => match token.header(&self.client, None).await {
+                Ok(header) => Some(header),
+                Err(error) => return Attempt::Failed { error: format!("no OAuth2 token: {error}") },
+            },
+            None => None,
+        };
+        let mut refreshed = false;
+        loop {
+            let mut request = build_request(settings, event, timestamp, &trace);
+            if let Some(header) = &bearer {
+                oauth2::authorize(&mut request, header.clone());
+            }
+            let attempt = execute(&self.client, request).await;
+            // A 401 to a token: fetched again once, and the request sent again.
+            if let (Attempt::Status { status: 401, .. }, Some(token), Some(used), false) =
+                (&attempt, &self.token, &bearer, refreshed)
+            {
+                refreshed = true;
+                match token.header(&self.client, Some(used)).await {
+                    Ok(header) => bearer = Some(header),
+                    Err(error) => {
+                        return Attempt::Failed { error: format!("answered 401 and no new OAuth2 token: {error}") };
+                    }
+                }
+                continue;
+            }
+            return attempt;
+        }
+    }
 }
 
 /// The delivery request of `event` at `timestamp` (Unix seconds), in the
@@ -84,8 +152,7 @@ pub fn build_request(
     request.body(body).expect("a delivery request from validated settings")
 }
 
-async fn send(client: &reqwest::Client, settings: &SubscriberSettings, event: &Event, trace: TraceContext) -> Attempt {
-    let request = build_request(settings, event, Utc::now().timestamp(), &trace);
+async fn execute(client: &reqwest::Client, request: http::Request<Vec<u8>>) -> Attempt {
     let request = match reqwest::Request::try_from(request) {
         Ok(request) => request,
         Err(error) => return Attempt::Failed { error: describe(&error.without_url()) },
@@ -123,6 +190,41 @@ fn describe(error: &reqwest::Error) -> String {
     }
     let kind = if error.is_connect() { "connection failed" } else { "request failed" };
     format!("{kind}: {cause}")
+}
+
+/// Checks a client certificate and its key (PEM) and joins them into the
+/// identity a subscriber's client presents.
+///
+/// # Errors
+/// What is wrong with them (never the key).
+pub fn check_identity_pem(cert: &[u8], key: &[u8]) -> Result<secrecy::SecretSlice<u8>, String> {
+    if !String::from_utf8_lossy(cert).contains("-----BEGIN CERTIFICATE-----") {
+        return Err("tls.cert holds no PEM certificate".into());
+    }
+    if !String::from_utf8_lossy(key).contains("PRIVATE KEY-----") {
+        return Err("tls.key holds no PEM private key".into());
+    }
+    let mut pem = cert.to_vec();
+    if !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+    pem.extend_from_slice(key);
+    match reqwest::Identity::from_pem(&pem) {
+        Ok(_) => Ok(pem.into()),
+        Err(_) => Err("tls.cert and tls.key are not a usable certificate and key".into()),
+    }
+}
+
+/// Checks a proxy URL.
+///
+/// # Errors
+/// What is wrong with it (never its credentials).
+pub fn check_proxy(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{}` proxies are not supported: use http:// or https://", parsed.scheme()));
+    }
+    reqwest::Proxy::all(url).map(|_| ()).map_err(|_| "is not a usable proxy URL".into())
 }
 
 /// Why a CA bundle was refused.
@@ -178,6 +280,9 @@ mod tests {
             max_in_flight: 1,
             headers: vec![(http::header::AUTHORIZATION, token)],
             ca_pem: None,
+            client_identity: None,
+            proxy: None,
+            auth: None,
             providers: Vec::new(),
             sources: Vec::new(),
             filter: None,

@@ -4,7 +4,7 @@
 //!
 //! - [`Relay`]: the control operations behind the admin API; each
 //!   subscriber's worker and consumer group are in `subscriber`.
-//! - [`deliver`]: one HTTP attempt; [`policy`]: what to do after it;
+//! - [`deliver`]: one HTTP attempt (with [`oauth2`] tokens); [`policy`]: what to do after it;
 //!   [`circuit`]: endpoint health; [`sign`]: Standard Webhooks signatures.
 //! - [`filter`]: a subscriber's CEL content filter; [`ordering`]: one event
 //!   in flight per subject.
@@ -17,6 +17,7 @@ pub mod deliver;
 mod error;
 pub mod filter;
 mod metrics;
+pub mod oauth2;
 pub mod ordering;
 pub mod policy;
 mod relay;

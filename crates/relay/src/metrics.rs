@@ -26,6 +26,7 @@ pub struct RelayMetrics {
     pub(crate) circuit_state: IntGaugeVec,
     pub(crate) enabled: IntGaugeVec,
     held: IntGaugeVec,
+    pub(crate) token_requests: IntCounterVec,
     replay_events: IntCounterVec,
     pub(crate) replays_running: IntGaugeVec,
 }
@@ -95,6 +96,13 @@ impl RelayMetrics {
                 ),
                 label,
             )?,
+            token_requests: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_relay_oauth2_token_requests_total",
+                    "OAuth2 client-credentials token requests for a subscriber with auth.type = \"oauth2\", by outcome: issued, failed.",
+                ),
+                &["subscriber", "outcome"],
+            )?,
             replay_events: IntCounterVec::new(
                 Opts::new("hookbridge_relay_replay_events_total", "Events handled by replays, by subscriber and outcome."),
                 &["subscriber", "outcome"],
@@ -114,6 +122,7 @@ impl RelayMetrics {
             Box::new(m.circuit_state.clone()),
             Box::new(m.enabled.clone()),
             Box::new(m.held.clone()),
+            Box::new(m.token_requests.clone()),
             Box::new(m.replay_events.clone()),
             Box::new(m.replays_running.clone()),
         ];
@@ -144,6 +153,9 @@ impl RelayMetrics {
             m.enabled.with_label_values(&[s]).set(1);
             m.replays_running.with_label_values(&[s]);
             m.held.with_label_values(&[s]);
+            for outcome in ["issued", "failed"] {
+                m.token_requests.with_label_values(&[s, outcome]);
+            }
         }
         Ok(m)
     }

@@ -59,7 +59,8 @@ impl Relay {
         let metrics = RelayMetrics::register(registry, &names).map_err(|e| Error::Invalid(format!("metrics: {e}")))?;
         let mut subscribers = HashMap::new();
         for s in &settings.subscribers {
-            let client = deliver::client(s).map_err(|e| Error::Invalid(format!("subscriber `{}`: {e}", s.name)))?;
+            let endpoint = deliver::Endpoint::with_metrics(s, Some(metrics.token_requests.clone()))
+                .map_err(|e| Error::Invalid(format!("subscriber `{}`: {e}", s.name)))?;
             let disabled = if s.enabled {
                 match bus.get_state(&state_key(&s.name)).await? {
                     Some(bytes) => serde_json::from_slice(&bytes).ok(),
@@ -70,7 +71,7 @@ impl Relay {
             };
             let subscriber = Subscriber {
                 group: settings.group(&s.name),
-                client,
+                endpoint,
                 circuit: Circuit::new(s.circuit),
                 disabled: watch::Sender::new(disabled),
                 wake: Notify::new(),

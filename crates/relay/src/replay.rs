@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Result;
-use crate::deliver;
 use crate::metrics::RelayMetrics;
 use crate::policy::Attempt;
 use crate::subscriber::{Subscriber, failure};
@@ -150,7 +149,7 @@ impl Replay {
             let permit = in_flight.clone().acquire_owned().await.expect("never closed");
             let (replay, sub, metrics) = (self.clone(), sub.clone(), metrics.clone());
             deliveries.spawn(async move {
-                let attempt = deliver::attempt(&sub.client, &sub.settings, &delivery.event).await;
+                let attempt = sub.endpoint.attempt(&sub.settings, &delivery.event).await;
                 let result = if matches!(attempt, Attempt::Status { status: 200..=299, .. }) {
                     replay.delivered.fetch_add(1, Ordering::Relaxed);
                     metrics.replayed(&sub.settings.name, "delivered");

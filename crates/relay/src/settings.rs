@@ -28,6 +28,13 @@ pub struct SubscriberSettings {
     /// PEM certificates trusted for this subscriber's TLS, besides the
     /// system's roots (an internal CA).
     pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain and private key presented to the subscriber (mTLS).
+    pub client_identity: Option<secrecy::SecretSlice<u8>>,
+    /// `http://…` or `https://…` proxy for this subscriber's
+    /// requests (it may hold credentials).
+    pub proxy: Option<secrecy::SecretString>,
+    /// OAuth2 client credentials: a bearer token on every delivery.
+    pub auth: Option<crate::oauth2::OAuth2Settings>,
     /// Only events of these providers (empty: all).
     pub providers: Vec<String>,
     /// Only events of these sources: a source name or a CloudEvents `source` (empty: all).

@@ -30,7 +30,7 @@ pub struct Disabled {
 pub(crate) struct Subscriber {
     pub(crate) settings: SubscriberSettings,
     pub(crate) group: String,
-    pub(crate) client: reqwest::Client,
+    pub(crate) endpoint: deliver::Endpoint,
     pub(crate) circuit: Circuit,
     /// `Some` while disabled.
     pub(crate) disabled: watch::Sender<Option<Disabled>>,
@@ -246,7 +246,7 @@ impl Worker {
     async fn try_once(&self, sub: &Subscriber, event: &Event, n: u32, probe: bool) -> (Verdict, Attempt) {
         let name = &sub.settings.name;
         let started = std::time::Instant::now();
-        let attempt = deliver::attempt(&sub.client, &sub.settings, event).await;
+        let attempt = sub.endpoint.attempt(&sub.settings, event).await;
         let took = started.elapsed();
         let verdict = sub.settings.retry.verdict(n, &attempt, policy::jitter());
         let outcome = match verdict {
