@@ -19,12 +19,121 @@ pub struct EventFilter {
     /// The standard functions, registered once: each evaluation binds the
     /// event's variables in a child scope of it.
     root: Context<'static, 'static>,
-    /// Whether the expression names `data`: building it means parsing the
-    /// event's payload, so it is built only then.
-    uses_data: bool,
-    /// Whether it may read `data.original` (the provider's payload, the
-    /// largest part): left out of `data` unless the text mentions it.
-    uses_original: bool,
+    /// Which of the event's `data` the expression reads: only those
+    /// fields are converted into CEL values for each event.
+    data: DataUse,
+    /// The other variables it names: only those are bound.
+    variables: Vec<Variable>,
+}
+
+/// A variable of the CloudEvent besides `data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variable {
+    Id,
+    Type,
+    Source,
+    Subject,
+    Time,
+    Provider,
+    ProviderEvent,
+}
+
+impl Variable {
+    const ALL: [(Self, &'static str); 7] = [
+        (Self::Id, "id"),
+        (Self::Type, "type"),
+        (Self::Source, "source"),
+        (Self::Subject, "subject"),
+        (Self::Time, "time"),
+        (Self::Provider, "provider"),
+        (Self::ProviderEvent, "providerevent"),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(v, _)| *v == self).map(|(_, n)| *n).expect("listed")
+    }
+
+    fn value(self, event: &Event) -> Value {
+        let text = |s: &str| Value::String(Arc::new(s.to_owned()));
+        match self {
+            Self::Id => text(&event.id),
+            Self::Type => text(&event.ty),
+            Self::Source => text(&event.source),
+            Self::Subject => text(event.subject.as_deref().unwrap_or_default()),
+            Self::Time => Value::Timestamp(event.time.fixed_offset()),
+            Self::Provider => text(&event.provider),
+            Self::ProviderEvent => text(&event.providerevent),
+        }
+    }
+}
+
+/// What an expression reads of `data`, found in its syntax tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DataUse {
+    /// Nothing: `data` is never built.
+    None,
+    /// Only these top-level fields (`data.bounce.kind` reads `bounce`):
+    /// the rest, `original` (the provider's payload) above all, is skipped.
+    Fields(std::collections::BTreeSet<String>),
+    /// `data` as a whole (e.g. `"to" in data`, or a macro variable named
+    /// `data`): every field.
+    All,
+}
+
+impl DataUse {
+    fn of(expr: &cel::IdedExpr) -> Self {
+        let mut fields = std::collections::BTreeSet::new();
+        let mut whole = false;
+        visit(expr, &mut fields, &mut whole);
+        match (whole, fields.is_empty()) {
+            (true, _) => Self::All,
+            (false, true) => Self::None,
+            (false, false) => Self::Fields(fields),
+        }
+    }
+}
+
+/// Collects the fields selected on `data` (`whole`: `data` used otherwise).
+fn visit(expr: &cel::IdedExpr, fields: &mut std::collections::BTreeSet<String>, whole: &mut bool) {
+    use cel::common::ast::{EntryExpr, Expr};
+    match &expr.expr {
+        Expr::Ident(name) => *whole |= name == "data",
+        Expr::Select(select) => match &select.operand.expr {
+            Expr::Ident(name) if name == "data" => {
+                fields.insert(select.field.clone());
+            }
+            _ => visit(&select.operand, fields, whole),
+        },
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                visit(target, fields, whole);
+            }
+            call.args.iter().for_each(|a| visit(a, fields, whole));
+        }
+        Expr::Comprehension(c) => {
+            // A macro variable named `data` would shadow it: take it all.
+            *whole |= c.iter_var == "data" || c.accu_var == "data" || c.iter_var2.as_deref() == Some("data");
+            for e in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                visit(e, fields, whole);
+            }
+        }
+        Expr::List(list) => list.elements.iter().for_each(|e| visit(e, fields, whole)),
+        Expr::Map(map) => map.entries.iter().for_each(|e| match &e.expr {
+            EntryExpr::MapEntry(entry) => {
+                visit(&entry.key, fields, whole);
+                visit(&entry.value, fields, whole);
+            }
+            EntryExpr::StructField(field) => visit(&field.value, fields, whole),
+        }),
+        Expr::Struct(st) => st.entries.iter().for_each(|e| match &e.expr {
+            EntryExpr::MapEntry(entry) => {
+                visit(&entry.key, fields, whole);
+                visit(&entry.value, fields, whole);
+            }
+            EntryExpr::StructField(field) => visit(&field.value, fields, whole),
+        }),
+        Expr::Literal(_) | Expr::Unspecified => {}
+    }
 }
 
 impl std::fmt::Debug for EventFilter {
@@ -49,9 +158,11 @@ impl EventFilter {
     /// The parser's message, with the line and column of the problem.
     pub fn compile(source: &str) -> Result<Self, String> {
         let program = Program::compile(source).map_err(|e| e.to_string())?;
-        let uses_data = program.references().has_variable("data");
-        let uses_original = source.contains("original");
-        Ok(Self { source: source.to_owned(), program, root: Context::default(), uses_data, uses_original })
+        let data = DataUse::of(program.expression());
+        let references = program.references();
+        let variables =
+            Variable::ALL.iter().filter(|(_, name)| references.has_variable(name)).map(|(v, _)| *v).collect();
+        Ok(Self { source: source.to_owned(), program, root: Context::default(), data, variables })
     }
 
     /// The expression as written.
@@ -61,26 +172,18 @@ impl EventFilter {
 
     pub fn evaluate(&self, event: &Event) -> Verdict {
         let mut context = self.root.new_inner_scope();
-        let text = |s: &str| Value::String(Arc::new(s.to_owned()));
-        context.add_variable_from_value("id", text(&event.id));
-        context.add_variable_from_value("type", text(&event.ty));
-        context.add_variable_from_value("source", text(&event.source));
-        context.add_variable_from_value("subject", text(event.subject.as_deref().unwrap_or_default()));
-        context.add_variable_from_value("time", Value::Timestamp(event.time.fixed_offset()));
-        context.add_variable_from_value("provider", text(&event.provider));
-        context.add_variable_from_value("providerevent", text(&event.providerevent));
-        if self.uses_data {
-            let data = if self.uses_original {
-                serde_json::from_str::<serde_json::Value>(event.data.get())
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| cel::to_value(json).map_err(|e| e.to_string()))
-            } else {
-                without_original(event)
-            };
-            match data {
-                Ok(data) => context.add_variable_from_value("data", data),
-                Err(error) => return Verdict::Error(format!("the event's data cannot be read: {error}")),
-            }
+        for variable in &self.variables {
+            context.add_variable_from_value(variable.name(), variable.value(event));
+        }
+        let data = match &self.data {
+            DataUse::None => None,
+            DataUse::Fields(names) => Some(only_fields(event, names)),
+            DataUse::All => Some(json_to_cel(event.data.get())),
+        };
+        match data {
+            None => {}
+            Some(Ok(data)) => context.add_variable_from_value("data", data),
+            Some(Err(error)) => return Verdict::Error(format!("the event's data cannot be read: {error}")),
         }
         match self.program.execute(&context) {
             Ok(Value::Bool(true)) => Verdict::Pass,
@@ -90,17 +193,139 @@ impl EventFilter {
     }
 }
 
-/// The event's `data` as CEL, every field but `original` (never parsed).
-fn without_original(event: &Event) -> Result<Value, String> {
-    let fields: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
-        serde_json::from_str(event.data.get()).map_err(|e| e.to_string())?;
-    let mut map = serde_json::Map::new();
-    for (name, raw) in fields {
-        if name != "original" {
-            map.insert(name.to_owned(), serde_json::from_str(raw.get()).map_err(|e| e.to_string())?);
+/// The event's `data` as CEL with only the fields in `names`; the others
+/// are skipped over, never built.
+fn only_fields(event: &Event, names: &std::collections::BTreeSet<String>) -> Result<Value, String> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    /// Keeps the fields named; stops reading once it has them all (the
+    /// provider's payload, `original`, comes last and is the largest part).
+    struct Only<'a> {
+        names: &'a std::collections::BTreeSet<String>,
+        kept: &'a mut std::collections::HashMap<cel::objects::Key, Value>,
+        stopped_early: &'a mut bool,
+    }
+
+    impl<'de> Visitor<'de> for Only<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if self.names.contains(key.as_ref()) {
+                    let value = map.next_value_seed(Cel)?;
+                    self.kept.insert(cel::objects::Key::String(Arc::new(key.into_owned())), value);
+                    if self.kept.len() == self.names.len() {
+                        *self.stopped_early = true;
+                        return Ok(());
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
         }
     }
-    cel::to_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())
+
+    impl<'de> DeserializeSeed<'de> for Only<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_map(self)
+        }
+    }
+
+    let (mut kept, mut stopped_early) = (std::collections::HashMap::new(), false);
+    let mut deserializer = serde_json::Deserializer::from_str(event.data.get());
+    let read = Only { names, kept: &mut kept, stopped_early: &mut stopped_early }.deserialize(&mut deserializer);
+    // Stopping early leaves the object unclosed, which the deserializer
+    // reports: what was kept is complete all the same.
+    if let Err(error) = read
+        && !stopped_early
+    {
+        return Err(error.to_string());
+    }
+    Ok(Value::Map(cel::objects::Map { map: Arc::new(kept) }))
+}
+
+/// A JSON text as a CEL value.
+fn json_to_cel(json: &str) -> Result<Value, String> {
+    use serde::de::DeserializeSeed;
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let value = Cel.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// Reads a JSON value straight into a CEL value, as `cel::to_value` makes
+/// it from a `serde_json::Value` (non-negative integers unsigned).
+struct Cel;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Cel {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Cel {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::UInt(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(Arc::new(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(Arc::new(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(Cel)? {
+            items.push(item);
+        }
+        Ok(Value::List(Arc::new(items)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = std::collections::HashMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            entries.insert(cel::objects::Key::String(Arc::new(key)), map.next_value_seed(Cel)?);
+        }
+        Ok(Value::Map(cel::objects::Map { map: Arc::new(entries) }))
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +356,38 @@ mod tests {
         let original = event("email.bounced", r#"{"bounce":{"kind":"hard"},"original":{"bounce_type":"hard"}}"#);
         let by_payload = EventFilter::compile(r#"data.original.bounce_type == "hard""#).unwrap();
         assert_eq!(by_payload.evaluate(&original), Verdict::Pass, "the provider's payload when asked for");
+    }
+
+    #[test]
+    fn only_the_fields_of_data_an_expression_reads_are_built() {
+        let fields = |source: &str| EventFilter::compile(source).unwrap().data;
+        let set = |names: &[&str]| DataUse::Fields(names.iter().map(|n| (*n).to_owned()).collect());
+        assert_eq!(fields(r#"type == "email.sent""#), DataUse::None);
+        assert_eq!(fields(r#"data.bounce.kind == "hard" && has(data.to)"#), set(&["bounce", "to"]));
+        assert_eq!(fields(r#"data.to.exists(t, t.endsWith("@example.com"))"#), set(&["to"]));
+        assert_eq!(fields(r#""to" in data"#), DataUse::All);
+        assert_eq!(fields(r#"[1].exists(data, data > 0) && data.to.size() > 0"#), DataUse::All);
+        assert_eq!(fields(r#"data.original.bounce_type == "hard""#), set(&["original"]));
+        // Whatever is built, the verdicts are those of the whole `data`.
+        let e = event("email.bounced", r#"{"to":["a@example.com"],"bounce":{"kind":"hard"},"original":{"x":1}}"#);
+        for (source, verdict) in [
+            (r#"data.to.exists(t, t.endsWith("@example.com"))"#, Verdict::Pass),
+            (r#""original" in data && has(data.bounce)"#, Verdict::Pass),
+            (r#"has(data.tags)"#, Verdict::Reject),
+            (r#"data.original.x == 1 && data.bounce.kind == "soft""#, Verdict::Reject),
+        ] {
+            assert_eq!(EventFilter::compile(source).unwrap().evaluate(&e), verdict, "{source}");
+        }
+    }
+
+    #[test]
+    fn json_becomes_the_cel_value_cel_itself_makes_of_it() {
+        let json = r#"{"a":[1,-2,3.5,"x",null,true],"b":{"c":{"d":"e"}},"n":18446744073709551615,"s":"\u00e9\n"}"#;
+        let direct = json_to_cel(json).unwrap();
+        let via_serde = cel::to_value(serde_json::from_str::<serde_json::Value>(json).unwrap()).unwrap();
+        assert_eq!(direct, via_serde);
+        assert!(json_to_cel("{").is_err());
+        assert!(json_to_cel("{} x").is_err());
     }
 
     #[test]
