@@ -141,7 +141,7 @@ async fn an_always_failing_subscriber_dead_letters_and_replays_after_recovery() 
     assert!(wait_dead_letters(&app, "down", 0).await.is_empty());
 }
 
-async fn wait_dead_letters(app: &TestApp, subscriber: &str, n: usize) -> Vec<serde_json::Value> {
+pub(crate) async fn wait_dead_letters(app: &TestApp, subscriber: &str, n: usize) -> Vec<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (status, letters) =
@@ -396,32 +396,9 @@ async fn tls_subscriber() -> (String, Vec<u8>, std::sync::Arc<std::sync::Mutex<V
             )
             .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}/hooks", listener.local_addr().unwrap().port());
     let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = versions.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        seen.lock().unwrap().push(request.version());
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Empty::<bytes::Bytes>::new(),
-                        ))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
+    let url = crate::support::serve_tls(config, move |request| seen.lock().unwrap().push(request.version())).await;
     (url, pem, versions)
 }
 

@@ -11,6 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use hookbridge_testkit::TestApp;
 use hookbridge_testkit::recorder::Recorder;
+
+use crate::relay::wait_dead_letters;
 use reqwest::Method;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -65,49 +67,11 @@ async fn mtls_subscriber(ca: &Ca) -> (String, Arc<Mutex<usize>>) {
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![cert], rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()))
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}/hooks", listener.local_addr().unwrap().port());
     let answered = Arc::new(Mutex::new(0));
     let count = answered.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (acceptor, count) = (acceptor.clone(), count.clone());
-            tokio::spawn(async move {
-                // No client certificate, or one of another CA: no handshake.
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                assert!(tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()));
-                let service = hyper::service::service_fn(move |_: hyper::Request<hyper::body::Incoming>| {
-                    *count.lock().unwrap() += 1;
-                    async {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Empty::<bytes::Bytes>::new(),
-                        ))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
+    // Only a client certificate of `ca` gets through the handshake.
+    let url = crate::support::serve_tls(config, move |_| *count.lock().unwrap() += 1).await;
     (url, answered)
-}
-
-async fn wait_dead_letters(app: &TestApp, subscriber: &str, n: usize) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, letters) =
-            app.admin(Method::GET, &format!("/admin/subscribers/{subscriber}/dead-letters"), None).await;
-        assert_eq!(status, 200, "{letters}");
-        let letters = letters.as_array().cloned().unwrap_or_default();
-        if letters.len() >= n {
-            return letters;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{n} dead letters for {subscriber} never came: {letters:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn metric(app: &TestApp, prefix: &str) -> f64 {

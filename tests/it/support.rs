@@ -153,3 +153,36 @@ pub(crate) async fn metric(admin: SocketAddr, prefix: &str) -> f64 {
     let text = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
     text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
+
+/// Serves HTTPS on a loopback port with `config` (HTTP/1.1 and HTTP/2),
+/// answering 200 to every request after showing it to `seen`; the URL of
+/// its `/hooks`. A connection whose handshake fails is dropped.
+pub(crate) async fn serve_tls(
+    config: rustls::ServerConfig,
+    seen: impl Fn(&hyper::Request<hyper::body::Incoming>) + Clone + Send + Sync + 'static,
+) -> String {
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/hooks", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    seen(&request);
+                    async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    url
+}

@@ -9,6 +9,15 @@ use hookbridge_relay::{SubscriberSettings, Url};
 
 use crate::{Problems, raw};
 
+/// An `http://` or `https://` URL, or what is wrong with it.
+fn http_url(text: &str) -> Result<Url, String> {
+    match Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        Ok(_) => Err("must be an http:// or https:// URL".into()),
+        Err(e) => Err(format!("is not a URL: {e}")),
+    }
+}
+
 pub(crate) fn build_subscriber(
     raw: &raw::SubscriberConfig,
     relay: &raw::RelayConfig,
@@ -19,17 +28,7 @@ pub(crate) fn build_subscriber(
     if !Source::valid_name(&raw.name) {
         problem(format!("{at}.name"), format!("`{}` must be 1-64 characters of a-z, 0-9, - and _", raw.name));
     }
-    let url = match Url::parse(&raw.url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-        Ok(_) => {
-            problem(format!("{at}.url"), "must be an http:// or https:// URL".into());
-            None
-        }
-        Err(e) => {
-            problem(format!("{at}.url"), format!("is not a URL: {e}"));
-            None
-        }
-    };
+    let url = http_url(&raw.url).map_err(|e| problem(format!("{at}.url"), e)).ok();
     if raw.events.is_empty() {
         problem(format!("{at}.events"), "list the event types to deliver (exact, family.*, or *)".into());
     }
@@ -173,17 +172,7 @@ pub(crate) fn build_subscriber(
                     "set either auth or an Authorization header, not both".into(),
                 );
             }
-            let token_url = match Url::parse(token_url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-                Ok(_) => {
-                    problem(format!("{at}.auth.token_url"), "must be an http:// or https:// URL".into());
-                    None
-                }
-                Err(e) => {
-                    problem(format!("{at}.auth.token_url"), format!("is not a URL: {e}"));
-                    None
-                }
-            };
+            let token_url = http_url(token_url).map_err(|e| problem(format!("{at}.auth.token_url"), e)).ok();
             if client_id.is_empty() {
                 problem(format!("{at}.auth.client_id"), "must not be empty".into());
             }
