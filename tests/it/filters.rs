@@ -9,8 +9,7 @@ use std::time::Duration;
 use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_testkit::recorder::Recorder;
 
-use crate::support::metric;
-use crate::support::{Running, cli, send_event, write_config_with};
+use crate::support::{Running, cli, kafka_bus, metric, nats_bus, send_event, write_config_on, write_config_with};
 
 fn subscriber(name: &str, url: &str, filter: &str) -> String {
     format!("[[relay.subscribers]]\nname = \"{name}\"\nurl = \"{url}\"\nevents = [\"email.*\"]\nfilter = '{filter}'\n")
@@ -24,9 +23,7 @@ async fn filters_on(backend: &str, bus: &str) {
         subscriber("hard", &hard.url(), r#"type == "email.bounced" && data.bounce.kind == "hard""#),
         subscriber("data", &data.url(), r#"data.bounce.kind == "hard""#),
     );
-    let config = write_config_with(dir.path(), &format!("{bus}{subscribers}"));
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("backend = \"embedded\"", &format!("backend = \"{backend}\""))).unwrap();
+    let config = write_config_on(dir.path(), backend, bus, &subscribers);
     let running = Running::start(&config);
     let since = chrono::Utc::now().to_rfc3339();
     let client = reqwest::Client::new();
@@ -72,17 +69,13 @@ async fn filters_deliver_only_what_they_pass_on_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_deliver_only_what_they_pass_on_nats() {
     let server = NatsServer::start();
-    filters_on("nats", &format!("[bus.nats]\nurl = \"{}\"\n", server.url())).await;
+    filters_on("nats", &nats_bus(&server)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_deliver_only_what_they_pass_on_kafka() {
     let broker = KafkaBroker::start();
-    let bus = format!(
-        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 2\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n",
-        broker.address()
-    );
-    filters_on("kafka", &bus).await;
+    filters_on("kafka", &kafka_bus(&broker)).await;
 }
 
 #[test]

@@ -7,8 +7,7 @@ use std::time::Duration;
 use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_testkit::recorder::{Recorder, Reply};
 
-use crate::support::metric;
-use crate::support::{Running, send_event, write_config_with};
+use crate::support::{Running, kafka_bus, metric, nats_bus, send_event, write_config_on};
 
 fn subscriber(name: &str, url: &str, extra: &str) -> String {
     format!("[[relay.subscribers]]\nname = \"{name}\"\nurl = \"{url}\"\nevents = [\"*\"]\n{extra}\n")
@@ -23,9 +22,7 @@ async fn limits_on(backend: &str, bus: &str) {
         subscriber("polite", &polite.url(), "max_in_flight = 1\nretry_schedule = [\"100ms\"]"),
     ]
     .concat();
-    let config = write_config_with(dir.path(), &format!("{bus}{subscribers}"));
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("backend = \"embedded\"", &format!("backend = \"{backend}\""))).unwrap();
+    let config = write_config_on(dir.path(), backend, bus, &subscribers);
     let slow_down = Reply { retry_after: Some("1".into()), ..Reply::status(429) };
     polite.script([slow_down.clone(), slow_down]);
     let running = Running::start(&config);
@@ -74,15 +71,11 @@ async fn rate_limits_and_slow_downs_on_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_slow_downs_on_nats() {
     let server = NatsServer::start();
-    limits_on("nats", &format!("[bus.nats]\nurl = \"{}\"\n", server.url())).await;
+    limits_on("nats", &nats_bus(&server)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_slow_downs_on_kafka() {
     let broker = KafkaBroker::start();
-    let bus = format!(
-        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 2\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n",
-        broker.address()
-    );
-    limits_on("kafka", &bus).await;
+    limits_on("kafka", &kafka_bus(&broker)).await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hookbridge_brokers::{KafkaBroker, NatsServer};
 use hookbridge_testkit::recorder::Recorder;
 
-use crate::support::{Running, send_event, sigterm, subscriber_toml, write_config_with};
+use crate::support::{Running, kafka_bus, nats_bus, send_event, sigterm, subscriber_toml, write_config_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_type_accepted_while_the_relay_is_away_is_delivered_on_embedded() {
@@ -20,17 +20,13 @@ async fn a_new_type_accepted_while_the_relay_is_away_is_delivered_on_embedded() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_type_accepted_while_the_relay_is_away_is_delivered_on_nats() {
     let server = NatsServer::start();
-    away("nats", &format!("[bus.nats]\nurl = \"{}\"\n", server.url())).await;
+    away("nats", &nats_bus(&server)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_type_accepted_while_the_relay_is_away_is_delivered_on_kafka() {
     let broker = KafkaBroker::start();
-    let bus = format!(
-        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 2\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n",
-        broker.address()
-    );
-    away("kafka", &bus).await;
+    away("kafka", &kafka_bus(&broker)).await;
 }
 
 async fn stop(running: Running) {
@@ -43,9 +39,7 @@ async fn stop(running: Running) {
 async fn away(backend: &str, bus_toml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Recorder::spawn().await;
-    let config = write_config_with(dir.path(), &format!("{bus_toml}{}", subscriber_toml("all", &recorder.url(), "")));
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("backend = \"embedded\"", &format!("backend = \"{backend}\""))).unwrap();
+    let config = write_config_on(dir.path(), backend, bus_toml, &subscriber_toml("all", &recorder.url(), ""));
     let client = reqwest::Client::new();
 
     // The subscriber's group is born, with no event yet.

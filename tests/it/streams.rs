@@ -12,7 +12,7 @@ use hookbridge_brokers::{KafkaBroker, NatsServer};
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
 
-use crate::support::{Running, metric, send_event, write_config_with};
+use crate::support::{Running, kafka_bus, metric, nats_bus, send_event, write_config_on};
 
 pub(crate) const TOKEN: &str = "stream-token-email-0123456789";
 const MESSAGES_TOKEN: &str = "stream-token-messages-0123456789";
@@ -27,10 +27,7 @@ pub(crate) fn streams_toml(listen: &str, extra: &str) -> String {
 }
 
 fn config(dir: &std::path::Path, backend: &str, bus: &str, streams: &str) -> std::path::PathBuf {
-    let config = write_config_with(dir, &format!("{bus}{streams}"));
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("backend = \"embedded\"", &format!("backend = \"{backend}\""))).unwrap();
-    config
+    write_config_on(dir, backend, bus, streams)
 }
 
 /// One SSE frame.
@@ -231,17 +228,13 @@ async fn a_stream_resumes_exactly_after_kill_9_on_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_resumes_exactly_after_kill_9_on_nats() {
     let server = NatsServer::start();
-    resume_after_kill_9("nats", &format!("[bus.nats]\nurl = \"{}\"\n", server.url())).await;
+    resume_after_kill_9("nats", &nats_bus(&server)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_resumes_exactly_after_kill_9_on_kafka() {
     let broker = KafkaBroker::start();
-    let bus = format!(
-        "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 2\nreplication_factor = 1\nmetadata_refresh = \"500ms\"\n",
-        broker.address()
-    );
-    resume_after_kill_9("kafka", &bus).await;
+    resume_after_kill_9("kafka", &kafka_bus(&broker)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
