@@ -82,8 +82,10 @@ pub fn document(config: &Config) -> Value {
             }),
         );
     }
-    webhooks(config, &types, &mut servers, &mut channels, &mut operations, &mut messages);
-    let security = streams(config, &types, &mut servers, &mut channels, &mut operations, &mut messages);
+    let mut parts = Parts { servers, channels, operations, messages };
+    webhooks(config, &types, &mut parts);
+    let security = streams(config, &types, &mut parts);
+    let Parts { servers, channels, operations, messages } = parts;
 
     let mut components = json!({
         "schemas": schemas(),
@@ -206,16 +208,18 @@ fn cloud_event_headers(bus: &BusOptions) -> Value {
     }
 }
 
+/// What the document's parts gather: servers, channels, operations and the
+/// messages of its components.
+struct Parts {
+    servers: Map<String, Value>,
+    channels: Map<String, Value>,
+    operations: Map<String, Value>,
+    messages: Map<String, Value>,
+}
+
 /// The relay's outbound webhooks: one server and channel per subscriber,
 /// with the event messages its `events` patterns match.
-fn webhooks(
-    config: &Config,
-    types: &[&'static str],
-    servers: &mut Map<String, Value>,
-    channels: &mut Map<String, Value>,
-    operations: &mut Map<String, Value>,
-    components: &mut Map<String, Value>,
-) {
+fn webhooks(config: &Config, types: &[&'static str], parts: &mut Parts) {
     for subscriber in &config.relay.subscribers {
         let url = &subscriber.url;
         let server = format!("subscriber-{}", channel_id(&subscriber.name));
@@ -223,7 +227,7 @@ fn webhooks(
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
-        servers.insert(
+        parts.servers.insert(
             server.clone(),
             json!({
                 "host": host,
@@ -236,11 +240,11 @@ fn webhooks(
         let mut messages = Map::new();
         for ty in &matching {
             let id = format!("webhook-{}", channel_id(ty));
-            components.entry(id.clone()).or_insert_with(|| webhook_message(ty));
+            parts.messages.entry(id.clone()).or_insert_with(|| webhook_message(ty));
             messages.insert(id.clone(), json!({ "$ref": format!("#/components/messages/{id}") }));
         }
         let channel = format!("webhook-{}", channel_id(&subscriber.name));
-        channels.insert(
+        parts.channels.insert(
             channel.clone(),
             json!({
                 "address": url.path(),
@@ -258,7 +262,7 @@ fn webhooks(
             .iter()
             .map(|ty| json!({ "$ref": format!("#/channels/{channel}/messages/webhook-{}", channel_id(ty)) }))
             .collect();
-        operations.insert(
+        parts.operations.insert(
             format!("deliver-{}", channel_id(&subscriber.name)),
             json!({
                 "action": "send",
@@ -274,18 +278,11 @@ fn webhooks(
 
 /// The streams listener's servers (HTTP for Server-Sent Events, WS), its two
 /// channels and their messages; the security schemes, when it is configured.
-fn streams(
-    config: &Config,
-    types: &[&'static str],
-    servers: &mut Map<String, Value>,
-    channels: &mut Map<String, Value>,
-    operations: &mut Map<String, Value>,
-    components: &mut Map<String, Value>,
-) -> Option<Value> {
+fn streams(config: &Config, types: &[&'static str], parts: &mut Parts) -> Option<Value> {
     let settings = config.streams.as_ref()?;
     let security = json!([{ "$ref": "#/components/securitySchemes/streamToken" }, { "$ref": "#/components/securitySchemes/streamAccessToken" }]);
     for (name, protocol, what) in [("streams-sse", "http", "Server-Sent Events"), ("streams-ws", "ws", "WebSocket")] {
-        servers.insert(
+        parts.servers.insert(
             name.into(),
             json!({
                 "host": settings.listen.to_string(),
@@ -308,7 +305,7 @@ fn streams(
     let mut channel_messages = Map::new();
     for ty in types {
         let id = format!("stream-{}", channel_id(ty));
-        components.insert(
+        parts.messages.insert(
             id.clone(),
             json!({
                 "name": ty,
@@ -332,7 +329,7 @@ fn streams(
             json!({ "type": "object", "required": ["reason"], "properties": { "reason": { "type": "string", "enum": ["slow", "shutdown", "unavailable"] }, "message": { "type": "string" } } }),
         ),
     ] {
-        components.insert(id.into(), json!({ "name": id.trim_start_matches("stream-"), "summary": summary, "contentType": "application/json", "payload": payload }));
+        parts.messages.insert(id.into(), json!({ "name": id.trim_start_matches("stream-"), "summary": summary, "contentType": "application/json", "payload": payload }));
         channel_messages.insert(id.into(), json!({ "$ref": format!("#/components/messages/{id}") }));
     }
     for (channel, address, server, bindings) in [
@@ -344,7 +341,7 @@ fn streams(
             json!({ "ws": { "method": "GET", "query": query, "bindingVersion": "0.1.0" } }),
         ),
     ] {
-        channels.insert(
+        parts.channels.insert(
             channel.into(),
             json!({
                 "address": address,
@@ -359,7 +356,7 @@ fn streams(
         for id in channel_messages.keys() {
             refs.push(json!({ "$ref": format!("#/channels/{channel}/messages/{id}") }));
         }
-        operations.insert(
+        parts.operations.insert(
             format!("receive-{channel}"),
             json!({
                 "action": "receive",

@@ -32,7 +32,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hookbridge_bus::{Bus, Tail, TailFrom};
+use hookbridge_bus::{Bus, TailFrom};
 use hookbridge_event::EventPattern;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -211,21 +211,16 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// An accepted stream: its tail, and whom it is for.
-pub(crate) struct Opened {
-    tail: Box<dyn Tail>,
-    token: String,
-    client: Connected,
-}
-
-/// Checks the request and opens its tail.
+/// Checks the request, opens its tail and starts pumping it, each item
+/// written with `frame`: the client's frames, and the client.
 async fn open(
     shared: &Arc<Shared>,
     headers: &HeaderMap,
     query: StreamQuery,
     protocol: &'static str,
     kill: Option<Kill>,
-) -> Result<Opened, Refusal> {
+    frame: fn(&hookbridge_bus::Tailed) -> bytes::Bytes,
+) -> Result<(pump::Pump, Connected), Refusal> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -284,7 +279,16 @@ async fn open(
             return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("the bus cannot be read now: {error}")));
         }
     };
-    Ok(Opened { tail, token: token.name.clone(), client })
+    tracing::debug!(token = %token.name, protocol, "stream opened");
+    let pump = pump::spawn(
+        tail,
+        frame,
+        shared.settings.client_buffer,
+        shared.settings.slow_client_timeout,
+        shared.shutdown.clone(),
+        client.on_end(),
+    );
+    Ok((pump, client))
 }
 
 /// One connected client, counted while it lives; dropping it records why

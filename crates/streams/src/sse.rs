@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use hookbridge_bus::Tailed;
 
-use crate::pump::{self, End, Pump};
+use crate::pump::{End, Pump};
 use crate::{Connected, Shared, StreamQuery, open};
 
 pub(crate) async fn handle(
@@ -19,22 +19,13 @@ pub(crate) async fn handle(
     Query(query): Query<StreamQuery>,
     kill: Option<axum::Extension<crate::Kill>>,
 ) -> Response {
-    let opened = match open(&shared, &headers, query, "sse", kill.map(|k| k.0)).await {
+    let (pump, client) = match open(&shared, &headers, query, "sse", kill.map(|k| k.0), frame).await {
         Ok(opened) => opened,
         Err(refusal) => return refusal.into_response(),
     };
-    tracing::debug!(token = %opened.token, "SSE stream opened");
-    let pump = pump::spawn(
-        opened.tail,
-        frame,
-        shared.settings.client_buffer,
-        shared.settings.slow_client_timeout,
-        shared.shutdown.clone(),
-        opened.client.on_end(),
-    );
     let mut heartbeat = tokio::time::interval(shared.settings.heartbeat);
     heartbeat.reset();
-    let state = Stream { pump, heartbeat, client: opened.client, started: false, done: false };
+    let state = Stream { pump, heartbeat, client, started: false, done: false };
     let body = Body::from_stream(futures_util::stream::unfold(state, next));
     (
         [

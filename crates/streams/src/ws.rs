@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use hookbridge_bus::Tailed;
 
-use crate::pump::{self, End, Pump};
+use crate::pump::{End, Pump};
 use crate::{Connected, Shared, StreamQuery, open};
 
 pub(crate) async fn handle(
@@ -25,20 +25,12 @@ pub(crate) async fn handle(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     // Refused before the upgrade, with a plain HTTP status.
-    let opened = match open(&shared, &headers, query, "ws", kill.map(|k| k.0)).await {
+    let (pump, client) = match open(&shared, &headers, query, "ws", kill.map(|k| k.0), frame).await {
         Ok(opened) => opened,
         Err(refusal) => return refusal.into_response(),
     };
-    let pump = pump::spawn(
-        opened.tail,
-        frame,
-        shared.settings.client_buffer,
-        shared.settings.slow_client_timeout,
-        shared.shutdown.clone(),
-        opened.client.on_end(),
-    );
     let heartbeat = shared.settings.heartbeat;
-    upgrade.on_upgrade(move |socket| run(socket, pump, opened.client, heartbeat))
+    upgrade.on_upgrade(move |socket| run(socket, pump, client, heartbeat))
 }
 
 async fn run(mut socket: WebSocket, mut pump: Pump, client: Connected, heartbeat: std::time::Duration) {
