@@ -37,6 +37,11 @@ pub struct Snapshot<'a> {
     /// Whether a webhook resent to another ingress process is published
     /// again (Kafka: duplicates are dropped per process).
     pub republishes: bool,
+    /// Whether the ordered subscriber's order is a promise here (one relay
+    /// process on one log: the embedded bus), else a figure (docs/relay.md
+    /// says where NATS and Kafka may break it: several relays, restarts,
+    /// rebalances).
+    pub order_promised: bool,
 }
 
 /// What differs between two publications of one webhook.
@@ -60,6 +65,11 @@ pub struct Verdict {
     /// Deliveries of a second publication of one webhook (same id and
     /// `webhook-id`, another `ingesttime`), where the backend republishes.
     pub republished: usize,
+    /// Series (events sharing a subject) the ordered subscriber received.
+    pub series: usize,
+    /// Events the ordered subscriber was first sent before the event before
+    /// them in their series was settled (where that is not a promise).
+    pub order_breaks: Vec<String>,
 }
 
 impl Verdict {
@@ -187,8 +197,47 @@ pub fn evaluate(snapshot: &Snapshot<'_>) -> Verdict {
             }
         }
     }
+    check_order(snapshot, &mut verdict);
     verdict.missing.sort();
     verdict
+}
+
+/// An ordered subscriber is first sent an event of a series only after the
+/// event before it was settled for it (taken or dead-lettered). A repeat
+/// of an earlier event afterwards is at-least-once, not a break.
+fn check_order(snapshot: &Snapshot<'_>, verdict: &mut Verdict) {
+    let mut series: BTreeMap<&str, Vec<(u32, &str)>> = BTreeMap::new();
+    for (id, accepted) in snapshot.accepted {
+        if let Some((subject, index)) = &accepted.series {
+            series.entry(subject).or_default().push((*index, id));
+        }
+    }
+    for (subscriber, _, _, received) in snapshot.subscribers.iter().filter(|(s, ..)| s.ordered) {
+        let mut first_sent: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        for r in received {
+            let at = first_sent.entry(&r.event_id).or_insert(r.at);
+            *at = (*at).min(r.at);
+        }
+        for events in series.values_mut() {
+            events.sort_unstable();
+            if events.iter().any(|(_, id)| first_sent.contains_key(id)) {
+                verdict.series += 1;
+            }
+            for pair in events.windows(2) {
+                let ((_, before), (_, after)) = (pair[0], pair[1]);
+                let Some(sent) = first_sent.get(after) else { continue };
+                let settled = verdict.settled.get(&(subscriber.name, before.to_owned()));
+                if settled.is_none_or(|settled| sent < settled) {
+                    let what = format!("{after} sent to {} before {before} was settled", subscriber.name);
+                    if snapshot.order_promised {
+                        verdict.violate("an ordered subscriber got an event before the one before it", what, None);
+                    } else {
+                        verdict.order_breaks.push(what);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The `p`th percentile of `values` (sorted in place).
@@ -242,6 +291,7 @@ mod tests {
             ],
             dead_letters: HashMap::new(),
             republishes: false,
+            order_promised: true,
         };
         let verdict = evaluate(&snapshot);
         assert_eq!(verdict.missing, vec![("bounces", "c".to_owned())]);
@@ -254,6 +304,47 @@ mod tests {
         letters.insert("c".to_owned(), DeadLetter { at: Utc::now(), attempts: 3, last_error: "HTTP 503".into() });
         let snapshot = Snapshot { dead_letters: HashMap::from([("bounces", letters)]), ..snapshot };
         assert!(evaluate(&snapshot).missing.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_event_sent_before_the_one_before_it_was_settled_breaks_the_order() {
+        let ordered = Subscriber::spawn_ordered("ordered", vec!["*"]).await;
+        let born = Utc::now() - chrono::Duration::seconds(10);
+        let mut accepted = HashMap::new();
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            let mut a = Accepted::at("email.sent", "mailpipe", born);
+            a.series = Some(("m-1".into(), i as u32));
+            accepted.insert(id.to_owned(), a);
+        }
+        let at = |ms: i64, id: &str, taken: bool| Received {
+            at: born + chrono::Duration::milliseconds(ms),
+            ..delivery(id, "email.sent", "mailpipe", id, taken)
+        };
+        // a refused, a taken, b taken, c sent before b was taken, a again.
+        for r in [
+            at(1, "a", false),
+            at(2, "a", true),
+            at(3, "b", false),
+            at(5, "b", true),
+            at(4, "c", true),
+            at(6, "a", true),
+        ] {
+            ordered.record(r);
+        }
+        let snapshot = |promised: bool| Snapshot {
+            accepted: &accepted,
+            subscribers: vec![(ordered.as_ref(), true, Some(born), ordered.received())],
+            dead_letters: HashMap::new(),
+            republishes: false,
+            order_promised: promised,
+        };
+        let verdict = evaluate(&snapshot(true));
+        assert_eq!(verdict.series, 1);
+        let breaks = &verdict.violations["an ordered subscriber got an event before the one before it"];
+        assert_eq!(breaks.len(), 1, "c before b; a's repeat is no break: {breaks:?}");
+        assert!(breaks[0].0.starts_with("c sent"));
+        let figure = evaluate(&snapshot(false));
+        assert_eq!((figure.violation_count(), figure.order_breaks.len()), (0, 1));
     }
 
     #[test]

@@ -131,7 +131,8 @@ async fn run(
     let born = Utc::now();
     let ledger = Arc::new(Ledger::new());
     let stop = Arc::new(AtomicBool::new(false));
-    let senders = sender::spawn(world.clone(), ledger.clone(), seed, args.rate, stop.clone());
+    let mut senders = sender::spawn(world.clone(), ledger.clone(), seed, args.rate, stop.clone());
+    senders.extend(sender::spawn_series(world.clone(), ledger.clone(), stop.clone()));
     let reaper = {
         let (world, stop) = (world.clone(), stop.clone());
         tokio::spawn(async move {
@@ -177,7 +178,7 @@ async fn run(
         subscriber.set_mode(Mode::Ok);
     }
     let late_born = *world.late_born.lock().expect("born lock");
-    for name in SUBSCRIBERS {
+    for name in SUBSCRIBERS.into_iter().chain(["ordered"]) {
         if name != "late" || late_born.is_some() {
             admin_retrying(world, Method::POST, &format!("/admin/subscribers/{name}/enable")).await;
         }
@@ -268,7 +269,8 @@ async fn snapshot<'a>(
     // to another ingress on Kafka, is published again; the embedded bus
     // remembers ids for 24 hours, longer than any run.
     let republishes = world.backend != Backend::Embedded;
-    Ok(Snapshot { accepted, subscribers, dead_letters, republishes })
+    let order_promised = world.backend == Backend::Embedded;
+    Ok(Snapshot { accepted, subscribers, dead_letters, republishes, order_promised })
 }
 
 /// An admin call to any running relay, tried for up to 30 s.
@@ -341,12 +343,18 @@ async fn execute(
             if s.mode() != Mode::Ok {
                 return skipped("already misbehaving");
             }
-            s.set_mode(*mode);
+            // The ordered subscriber misbehaves with `all` (the schedules
+            // of earlier seeds stay as they were).
+            let ordered = world.subscribers.iter().find(|o| o.ordered).filter(|_| s.name == "all");
+            let targets: Vec<_> = std::iter::once(s).chain(ordered).collect();
+            targets.iter().for_each(|t| t.set_mode(*mode));
             tokio::time::sleep(*lasts).await;
-            s.set_mode(Mode::Ok);
+            targets.iter().for_each(|t| t.set_mode(Mode::Ok));
             if *mode == Mode::Gone {
                 // The relay disabled it; an operator enables it again.
-                admin_retrying(world, Method::POST, &format!("/admin/subscribers/{}/enable", s.name)).await;
+                for t in &targets {
+                    admin_retrying(world, Method::POST, &format!("/admin/subscribers/{}/enable", t.name)).await;
+                }
             }
             done(None)
         }
@@ -427,6 +435,19 @@ fn report(
         verdict.deliveries, verdict.repeats, verdict.republished, verdict.unacknowledged, verdict.dead_lettered
     );
     println!("  settled {settled_after:.1}s after the last fault");
+    if verdict.order_breaks.is_empty() {
+        println!(
+            "  ordered subscriber: {} series, each event sent after the one before it was settled",
+            verdict.series
+        );
+    } else {
+        println!(
+            "  ordered subscriber: {} series; {} events sent before the one before them was settled (allowed on this backend, docs/relay.md), e.g. {}",
+            verdict.series,
+            verdict.order_breaks.len(),
+            verdict.order_breaks[0]
+        );
+    }
     println!("  faults: {executed} of {} run", schedule.len());
     for (kind, (count, recoveries)) in &mut by_kind {
         let (p50, max) = (check::percentile(recoveries, 50.0), check::percentile(recoveries, 100.0));

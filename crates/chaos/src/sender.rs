@@ -27,6 +27,9 @@ pub struct Accepted {
     /// When it was first sent: it may have been published from then on
     /// (an ingress killed before it could answer).
     pub sent: DateTime<Utc>,
+    /// Of a series (the subject it shares, its place): sent only after
+    /// the one before it was answered 200, so published after it.
+    pub series: Option<(String, u32)>,
     source: &'static str,
     body: Vec<u8>,
     header: (&'static str, String),
@@ -41,6 +44,7 @@ impl Accepted {
             provider,
             at,
             sent: at,
+            series: None,
             source: "mailpipe",
             body: Vec::new(),
             header: ("x", String::new()),
@@ -197,7 +201,65 @@ pub fn spawn(
                             provider: provider.as_str(),
                             at: Utc::now(),
                             sent: now,
+                            series: None,
                             source: src,
+                            body,
+                            header,
+                        };
+                        ledger.accepted.lock().expect("ledger lock").entry(id).or_insert(accepted);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Events of one subject sent in series.
+pub const SERIES_LENGTH: u32 = 3;
+
+/// Sends series of Mailpipe `email.sent` webhooks sharing a subject (a
+/// message id), each sent once the one before was answered 200, over two
+/// tasks until `stop`: what the ordered subscriber's order is checked on.
+/// A series whose webhook is given up on ends there.
+pub fn spawn_series(world: Arc<World>, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..2)
+        .map(|task| {
+            let (world, ledger, stop) = (world.clone(), ledger.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    tick.tick().await;
+                    n += 1;
+                    let subject = format!("series-{task}-{n}");
+                    for index in 0..SERIES_LENGTH {
+                        let seq = ledger.seq.fetch_add(1, Ordering::Relaxed);
+                        let now = Utc::now();
+                        let mut body: serde_json::Value =
+                            serde_json::from_slice(&samples::body(Provider::Mailpipe, "email.sent", seq, now))
+                                .expect("a sample is JSON");
+                        body["data"]["message_id"] = serde_json::Value::String(subject.clone());
+                        let body = serde_json::to_vec(&body).expect("JSON");
+                        let header = signer(Provider::Mailpipe).header(&body, now);
+                        let meta = SourceMeta {
+                            event_source: SourceMeta::default_event_source("mailpipe"),
+                            redactor: Default::default(),
+                        };
+                        let Ok(expected) = hookbridge_providers::normalize(Provider::Mailpipe, &body, &meta, now)
+                        else {
+                            panic!("a series sample does not normalize");
+                        };
+                        let Some(id) = post(&world, &ledger, "mailpipe", &body, &header, seq as usize).await else {
+                            break;
+                        };
+                        let accepted = Accepted {
+                            ty: expected.ty,
+                            provider: Provider::Mailpipe.as_str(),
+                            at: Utc::now(),
+                            sent: now,
+                            series: Some((subject.clone(), index)),
+                            source: "mailpipe",
                             body,
                             header,
                         };

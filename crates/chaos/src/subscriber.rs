@@ -63,6 +63,8 @@ pub struct Subscriber {
     pub providers: Vec<&'static str>,
     pub secret: String,
     pub url: String,
+    /// `ordering = "subject"`.
+    pub ordered: bool,
     mode: Mutex<Mode>,
     log: Mutex<Vec<Received>>,
 }
@@ -73,6 +75,20 @@ impl Subscriber {
     /// # Panics
     /// When no port can be bound.
     pub async fn spawn(name: &'static str, events: Vec<&'static str>, providers: Vec<&'static str>) -> Arc<Self> {
+        Self::spawn_with(name, events, providers, false).await
+    }
+
+    /// One with `ordering = "subject"`.
+    pub async fn spawn_ordered(name: &'static str, events: Vec<&'static str>) -> Arc<Self> {
+        Self::spawn_with(name, events, Vec::new(), true).await
+    }
+
+    async fn spawn_with(
+        name: &'static str,
+        events: Vec<&'static str>,
+        providers: Vec<&'static str>,
+        ordered: bool,
+    ) -> Arc<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let url = format!("http://{}/hook", listener.local_addr().expect("bound"));
         // A fixed secret per name: runs of one seed sign alike.
@@ -81,8 +97,16 @@ impl Subscriber {
             key[i] = b;
         }
         let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
-        let subscriber =
-            Arc::new(Self { name, events, providers, secret, url, mode: Mutex::new(Mode::Ok), log: Mutex::default() });
+        let subscriber = Arc::new(Self {
+            name,
+            events,
+            providers,
+            secret,
+            url,
+            ordered,
+            mode: Mutex::new(Mode::Ok),
+            log: Mutex::default(),
+        });
         let app = axum::Router::new().fallback(receive).with_state(subscriber.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         subscriber
@@ -125,6 +149,9 @@ impl Subscriber {
         );
         if !self.providers.is_empty() {
             entry.push_str(&format!("providers = [{}]\n", list(&self.providers)));
+        }
+        if self.ordered {
+            entry.push_str("ordering = \"subject\"\n");
         }
         entry
     }
