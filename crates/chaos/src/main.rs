@@ -132,7 +132,9 @@ async fn run(
     let ledger = Arc::new(Ledger::new());
     let stop = Arc::new(AtomicBool::new(false));
     let mut senders = sender::spawn(world.clone(), ledger.clone(), seed, args.rate, stop.clone());
-    senders.extend(sender::spawn_series(world.clone(), ledger.clone(), stop.clone()));
+    if world.subscribers.iter().any(|s| s.ordered) {
+        senders.extend(sender::spawn_series(world.clone(), ledger.clone(), stop.clone()));
+    }
     let reaper = {
         let (world, stop) = (world.clone(), stop.clone());
         tokio::spawn(async move {
@@ -178,7 +180,8 @@ async fn run(
         subscriber.set_mode(Mode::Ok);
     }
     let late_born = *world.late_born.lock().expect("born lock");
-    for name in SUBSCRIBERS.into_iter().chain(["ordered"]) {
+    let ordered = world.subscribers.iter().filter(|s| s.ordered).map(|s| s.name);
+    for name in SUBSCRIBERS.into_iter().chain(ordered) {
         if name != "late" || late_born.is_some() {
             admin_retrying(world, Method::POST, &format!("/admin/subscribers/{name}/enable")).await;
         }
@@ -435,7 +438,9 @@ fn report(
         verdict.deliveries, verdict.repeats, verdict.republished, verdict.unacknowledged, verdict.dead_lettered
     );
     println!("  settled {settled_after:.1}s after the last fault");
-    if verdict.order_breaks.is_empty() {
+    if verdict.series == 0 {
+        println!("  ordered subscriber: none in this run");
+    } else if verdict.order_breaks.is_empty() {
         println!(
             "  ordered subscriber: {} series, each event sent after the one before it was settled",
             verdict.series
