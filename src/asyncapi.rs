@@ -131,9 +131,8 @@ pub fn document(config: &Config) -> Value {
 }
 
 /// The event types the configured sources can publish, sorted, each once.
-fn event_types(config: &Config) -> Vec<&'static str> {
-    let mut types: Vec<&'static str> =
-        config.ingress.sources.iter().flat_map(|source| source.provider.event_types()).collect();
+fn event_types(config: &Config) -> Vec<&str> {
+    let mut types: Vec<&str> = config.ingress.sources.iter().flat_map(|source| source.provider.event_types()).collect();
     types.sort_unstable();
     types.dedup();
     types
@@ -219,7 +218,7 @@ struct Parts {
 
 /// The relay's outbound webhooks: one server and channel per subscriber,
 /// with the event messages its `events` patterns match.
-fn webhooks(config: &Config, types: &[&'static str], parts: &mut Parts) {
+fn webhooks(config: &Config, types: &[&str], parts: &mut Parts) {
     for subscriber in &config.relay.subscribers {
         let url = &subscriber.url;
         let server = format!("subscriber-{}", channel_id(&subscriber.name));
@@ -278,7 +277,7 @@ fn webhooks(config: &Config, types: &[&'static str], parts: &mut Parts) {
 
 /// The streams listener's servers (HTTP for Server-Sent Events, WS), its two
 /// channels and their messages; the security schemes, when it is configured.
-fn streams(config: &Config, types: &[&'static str], parts: &mut Parts) -> Option<Value> {
+fn streams(config: &Config, types: &[&str], parts: &mut Parts) -> Option<Value> {
     let settings = config.streams.as_ref()?;
     let security = json!([{ "$ref": "#/components/securitySchemes/streamToken" }, { "$ref": "#/components/securitySchemes/streamAccessToken" }]);
     for (name, protocol, what) in [("streams-sse", "http", "Server-Sent Events"), ("streams-ws", "ws", "WebSocket")] {

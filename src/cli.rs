@@ -35,10 +35,42 @@ pub enum Command {
     Check(ConfigArg),
     /// Sign a realistic sample webhook the way its provider does and POST it.
     SendSample(SendSampleArgs),
-    /// Generate an Ed25519 key pair for MailPace-style test signing.
-    Keygen,
+    /// Generate a key pair for test signing: Ed25519 (MailPace-style) or P-256 (SendGrid-style).
+    Keygen(KeygenArgs),
+    /// The provider catalogue: what each provider sends and how it is verified.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
     /// Print the AsyncAPI 3.0 document of the events this configuration publishes and delivers.
     Asyncapi(AsyncapiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// `ed25519` (MailPace) or `p256` (SendGrid's ECDSA).
+    #[arg(long, default_value = "ed25519")]
+    pub kind: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Every provider: name, authentication, whether it batches, its events.
+    List(ProvidersArgs),
+    /// One provider: setup steps, authentication, body, every event and its type, what is unconfirmed.
+    Show(ProvidersShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvidersArgs {
+    /// Also list the definitions the config's `ingress.provider_dirs` hold.
+    #[arg(long, short, env = "HOOKBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvidersShowArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub config: ProvidersArgs,
 }
 
 #[derive(Debug, Args)]
@@ -149,16 +181,32 @@ pub struct SendSampleArgs {
     /// Base URL of the ingress, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     pub url: String,
-    /// mailpace, mailpipe or whippy; defaults to the source name when it is one.
+    /// The provider (see `hookbridge providers list`); defaults to the source name when it is one.
     #[arg(long)]
     pub provider: Option<String>,
-    /// MailPace: the Ed25519 private key (base64 32-byte seed, from `hookbridge keygen`).
+    /// A private key: MailPace's Ed25519 seed (base64, from `hookbridge keygen`), SendGrid's
+    /// P-256 PKCS#8 key (base64, from `hookbridge keygen --kind p256`).
     /// Also accepts env:NAME and file:PATH.
     #[arg(long)]
     pub key: Option<String>,
-    /// Mailpipe and Whippy: the HMAC secret. Also accepts env:NAME and file:PATH.
+    /// The HMAC or Standard Webhooks secret, or the token. Also accepts env:NAME and file:PATH.
     #[arg(long)]
     pub secret: Option<String>,
+    /// Basic authentication (Postmark, SparkPost, Brevo). Also accept env:NAME and file:PATH.
+    #[arg(long)]
+    pub username: Option<String>,
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Providers that sign the URL (Mandrill): the URL as configured at the provider;
+    /// defaults to the URL posted to.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// Providers that batch: events per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// A config file whose `ingress.provider_dirs` define more providers.
+    #[arg(long, short, env = "HOOKBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Whippy: hmac-sha256-hex, hmac-sha256-base64 or timestamped.
     #[arg(long, default_value = "hmac-sha256-hex")]
     pub scheme: String,

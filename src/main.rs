@@ -5,6 +5,7 @@ mod admin;
 mod asyncapi;
 mod cli;
 mod otel;
+mod providers;
 mod receive;
 mod sample;
 
@@ -50,10 +51,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SendSample(args) => sample::send(args).await,
-        Command::Keygen => {
-            print!("{}", sample::keygen()?);
+        Command::Keygen(args) => {
+            print!("{}", sample::keygen(&args.kind)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Providers(command) => providers::run(command),
         Command::Asyncapi(args) => {
             let document = asyncapi::document(&load(&args.config)?);
             let text = match args.format.as_str() {
@@ -66,7 +68,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+pub(crate) fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("loading {}", path.display()))
 }
 

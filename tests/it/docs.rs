@@ -66,7 +66,7 @@ fn print_event_examples() {
         let signer = keys::signer(source);
         let (body, _) = keys::signed(&signer, event, 4200 + n as u64, at);
         let meta = SourceMeta { event_source: SourceMeta::default_event_source(source), redactor: Redactor::default() };
-        let normalized = hookbridge_providers::normalize(signer.provider(), &body, &meta, at).unwrap();
+        let normalized = hookbridge_providers::normalize(&signer.provider(), &body, &meta, at).unwrap();
         let value: Value = serde_json::from_slice(&normalized.to_json()).unwrap();
         println!(
             "### `{}` (from {} `{event}`)\n\n```json\n{}\n```\n",

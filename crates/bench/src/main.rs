@@ -259,7 +259,7 @@ async fn bus_ceiling(bus: Arc<dyn Publisher>, requests: &[Request], args: &Args)
         requests
             .iter()
             .map(|r| {
-                hookbridge_providers::normalize(hookbridge_providers::Provider::MailPace, &r.body, &meta, Utc::now())
+                hookbridge_providers::normalize(&hookbridge_providers::Provider::MailPace, &r.body, &meta, Utc::now())
                     .expect("sample normalizes")
             })
             .collect(),
@@ -469,17 +469,22 @@ fn steps() {
         let v2 = v.clone();
         headers.insert("x-unused", "1".parse().unwrap());
         let h = headers.clone();
-        time(&format!("  verify ({source})"), 20_000, Box::new(move || assert!(v2.verify(&h, &b, now).is_ok())));
+        time(
+            &format!("  verify ({source})"),
+            20_000,
+            Box::new(move || assert!(v2.verify(&hookbridge_providers::Request::new(&h, &b), now).is_ok())),
+        );
         let b = body.clone();
         let m = meta.clone();
+        let p = provider.clone();
         time(
             &format!("  normalize ({source})"),
             20_000,
             Box::new(move || {
-                std::hint::black_box(hookbridge_providers::normalize(provider, &b, &m, now).unwrap());
+                std::hint::black_box(hookbridge_providers::normalize(&p, &b, &m, now).unwrap());
             }),
         );
-        let e = hookbridge_providers::normalize(provider, &body, &meta, now).unwrap();
+        let e = hookbridge_providers::normalize(&provider, &body, &meta, now).unwrap();
         println!("  event JSON {} bytes", e.to_json().len());
         for expression in
             [r#"type == "email.bounced" || source.endsWith(":bench")"#, r#"has(data.to) && data.to.size() > 0"#]

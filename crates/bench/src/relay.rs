@@ -236,7 +236,7 @@ fn sample_events(n: usize) -> Arc<Vec<hookbridge_event::Event>> {
         (0..n)
             .map(|i| {
                 let (body, _) = keys::signed(&signer, "email.sent", base + i as u64, now);
-                hookbridge_providers::normalize(hookbridge_providers::Provider::Mailpipe, &body, &meta, now)
+                hookbridge_providers::normalize(&hookbridge_providers::Provider::Mailpipe, &body, &meta, now)
                     .expect("normalizes")
             })
             .collect(),

@@ -68,7 +68,7 @@ pub struct Ledger {
     seq: AtomicU64,
 }
 
-fn source(provider: Provider) -> &'static str {
+fn source(provider: &Provider) -> &'static str {
     match provider {
         Provider::MailPace => "mailpace",
         _ => "mailpipe",
@@ -82,17 +82,17 @@ impl Ledger {
             vec![(Provider::Mailpipe, "email.sent"), (Provider::MailPace, "email.delivered")];
         let mut unused: Vec<(Provider, &'static str)> = Vec::new();
         for provider in [Provider::Mailpipe, Provider::MailPace] {
-            for event in provider.events() {
+            for event in keys::events(provider.clone()) {
                 if !matches!(
-                    (provider, *event),
+                    (&provider, *event),
                     (Provider::Mailpipe, "email.sent") | (Provider::MailPace, "email.delivered")
                 ) {
-                    unused.push((provider, event));
+                    unused.push((provider.clone(), event));
                 }
             }
         }
         // Bounces early: they reach the most subscribers.
-        unused.sort_by_key(|(p, e)| (*e != "email.bounced", p.as_str(), *e));
+        unused.sort_by_key(|(p, e)| (*e != "email.bounced", p.static_name(), *e));
         *ledger.unused.lock().expect("types lock") = unused;
         ledger
     }
@@ -108,18 +108,19 @@ impl Ledger {
             return None;
         }
         let next = unused.remove(0);
+        let name = format!("{} {}", next.0, next.1);
         self.types.lock().expect("types lock").push(next);
-        Some(format!("{} {}", next.0, next.1))
+        Some(name)
     }
 
     fn pick(&self, rng: &mut ChaCha8Rng) -> (Provider, &'static str) {
         let types = self.types.lock().expect("types lock");
-        types[rng.random_range(0..types.len())]
+        types[rng.random_range(0..types.len())].clone()
     }
 }
 
 fn signer(provider: Provider) -> Signer {
-    keys::signer(source(provider))
+    keys::signer(source(&provider))
 }
 
 /// Posts one webhook until an ingress answers 200 (30 s of tries);
@@ -185,20 +186,20 @@ pub fn spawn(
                     let (provider, event) = ledger.pick(&mut rng);
                     let seq = ledger.seq.fetch_add(1, Ordering::Relaxed);
                     let now = Utc::now();
-                    let body = samples::body(provider, event, seq, now);
-                    let header = signer(provider).header(&body, now);
-                    let src = source(provider);
+                    let body = samples::body(&provider, event, seq, now);
+                    let header = signer(provider.clone()).header(&body, now);
+                    let src = source(&provider);
                     let meta = SourceMeta {
                         event_source: SourceMeta::default_event_source(src),
                         redactor: Default::default(),
                     };
-                    let Ok(expected) = hookbridge_providers::normalize(provider, &body, &meta, now) else {
+                    let Ok(expected) = hookbridge_providers::normalize(&provider, &body, &meta, now) else {
                         panic!("a sample of {provider} {event} does not normalize");
                     };
                     if let Some(id) = post(&world, &ledger, src, &body, &header, seq as usize).await {
                         let accepted = Accepted {
                             ty: expected.ty,
-                            provider: provider.as_str(),
+                            provider: provider.static_name(),
                             at: Utc::now(),
                             sent: now,
                             series: None,
@@ -237,7 +238,7 @@ pub fn spawn_series(world: Arc<World>, ledger: Arc<Ledger>, stop: Arc<AtomicBool
                         let seq = ledger.seq.fetch_add(1, Ordering::Relaxed);
                         let now = Utc::now();
                         let mut body: serde_json::Value =
-                            serde_json::from_slice(&samples::body(Provider::Mailpipe, "email.sent", seq, now))
+                            serde_json::from_slice(&samples::body(&Provider::Mailpipe, "email.sent", seq, now))
                                 .expect("a sample is JSON");
                         body["data"]["message_id"] = serde_json::Value::String(subject.clone());
                         let body = serde_json::to_vec(&body).expect("JSON");
@@ -246,7 +247,7 @@ pub fn spawn_series(world: Arc<World>, ledger: Arc<Ledger>, stop: Arc<AtomicBool
                             event_source: SourceMeta::default_event_source("mailpipe"),
                             redactor: Default::default(),
                         };
-                        let Ok(expected) = hookbridge_providers::normalize(Provider::Mailpipe, &body, &meta, now)
+                        let Ok(expected) = hookbridge_providers::normalize(&Provider::Mailpipe, &body, &meta, now)
                         else {
                             panic!("a series sample does not normalize");
                         };

@@ -57,6 +57,8 @@ pub struct Config {
     pub tracing: TracingSettings,
     /// The streams listener, when `[streams]` is configured.
     pub streams: Option<hookbridge_streams::StreamsSettings>,
+    /// The providers sources may name: the built-ins and `ingress.provider_dirs`.
+    pub providers: hookbridge_providers::Catalogue,
 }
 
 /// OTLP export of spans, when configured.
@@ -207,6 +209,17 @@ impl Config {
             problem("log.level".into(), e);
         }
 
+        let catalogue = match hookbridge_providers::Catalogue::load(&raw.ingress.provider_dirs) {
+            Ok(c) => c,
+            Err(errs) => {
+                for e in errs {
+                    let file = e.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
+                    let key = if e.key.is_empty() { String::new() } else { format!(" {}", e.key) };
+                    problem(format!("ingress.provider_dirs: {file}{key}"), e.message);
+                }
+                hookbridge_providers::builtin_catalogue().clone()
+            }
+        };
         let mut names = HashSet::new();
         let mut sources = Vec::new();
         for (i, source) in raw.ingress.sources.iter().enumerate() {
@@ -214,7 +227,7 @@ impl Config {
             if !names.insert(source.name.as_str()) {
                 problem(format!("{at}.name"), format!("`{}` is used by another source", source.name));
             }
-            match source::build_source(source, &at) {
+            match source::build_source(source, &at, &catalogue) {
                 Ok(s) => sources.push(s),
                 Err(errs) => errs.into_iter().for_each(|(p, m)| problem(p, m)),
             }
@@ -232,7 +245,7 @@ impl Config {
             if !subscriber_names.insert(subscriber.name.as_str()) {
                 problem(format!("{at}.name"), format!("`{}` is used by another subscriber", subscriber.name));
             }
-            match relay::build_subscriber(subscriber, &raw.relay, &at) {
+            match relay::build_subscriber(subscriber, &raw.relay, &at, &catalogue) {
                 Ok(s) => subscribers.push(s),
                 Err(errs) => errs.into_iter().for_each(|(p, m)| problem(p, m)),
             }
@@ -285,6 +298,7 @@ impl Config {
                 service_name: raw.tracing.service_name,
             },
             streams,
+            providers: catalogue,
         })
     }
 

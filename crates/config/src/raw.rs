@@ -326,6 +326,9 @@ pub struct IngressConfig {
     /// Webhooks being read, verified or published at once (the next: 503).
     pub max_in_flight: usize,
     pub tls: Option<TlsConfig>,
+    /// Directories of provider definition files (`*.toml`), beside the
+    /// built-in catalogue.
+    pub provider_dirs: Vec<std::path::PathBuf>,
     pub sources: Vec<SourceConfig>,
 }
 
@@ -351,6 +354,7 @@ impl Default for IngressConfig {
             max_connections: 10_000,
             max_in_flight: 1024,
             tls: None,
+            provider_dirs: Vec::new(),
             sources: Vec::new(),
         }
     }
@@ -362,12 +366,21 @@ pub struct SourceConfig {
     /// Path segment: webhooks arrive at `POST /webhooks/{name}`.
     pub name: String,
     pub provider: String,
-    /// MailPace: the domains' Ed25519 public keys (base64).
+    /// Public keys: MailPace's Ed25519 keys (base64), SendGrid's ECDSA key.
     #[serde(default)]
     pub public_keys: Vec<SecretRef>,
-    /// Mailpipe and Whippy: HMAC secrets (several during a rotation).
+    /// HMAC and Standard Webhooks secrets, or tokens (several during a rotation).
     #[serde(default)]
     pub secrets: Vec<SecretRef>,
+    /// Basic authentication (Postmark, SparkPost, Brevo).
+    pub username: Option<SecretRef>,
+    pub password: Option<SecretRef>,
+    /// The URL the provider posts to, exactly as configured there, for
+    /// providers that sign it (Mandrill).
+    pub webhook_url: Option<String>,
+    /// Addresses or networks (CIDR) requests may come from; others get 403.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
     /// Whippy: `hmac-sha256-hex` (default), `hmac-sha256-base64` or `timestamped`.
     pub signature: Option<String>,
     /// Whippy `timestamped`: how far the signed time may be from now.

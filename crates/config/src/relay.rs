@@ -22,6 +22,7 @@ pub(crate) fn build_subscriber(
     raw: &raw::SubscriberConfig,
     relay: &raw::RelayConfig,
     at: &str,
+    catalogue: &hookbridge_providers::Catalogue,
 ) -> Result<SubscriberSettings, Problems> {
     let mut problems: Problems = Vec::new();
     let mut problem = |path: String, message: String| problems.push((path, message));
@@ -79,8 +80,8 @@ pub(crate) fn build_subscriber(
         }
     }
     for (j, provider) in raw.providers.iter().enumerate() {
-        if let Err(e) = provider.parse::<Provider>() {
-            problem(format!("{at}.providers[{j}]"), e);
+        if Provider::lookup(provider, catalogue).is_none() {
+            problem(format!("{at}.providers[{j}]"), format!("unknown provider `{provider}`"));
         }
     }
     let mut headers = Vec::new();

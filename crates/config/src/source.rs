@@ -4,23 +4,52 @@
 use std::sync::Arc;
 
 use hookbridge_ingress::Source;
-use hookbridge_providers::{Provider, Redactor, SourceMeta, VerifierSettings};
+use hookbridge_providers::{Catalogue, Provider, Redactor, SourceMeta, VerifierSettings};
 
 use crate::secret::SecretRef;
 use crate::{Problems, raw};
 
-pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, Problems> {
+pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str, catalogue: &Catalogue) -> Result<Source, Problems> {
     let mut problems: Problems = Vec::new();
     if !Source::valid_name(&raw.name) {
         problems.push((format!("{at}.name"), format!("`{}` must be 1-64 characters of a-z, 0-9, - and _", raw.name)));
     }
-    let provider = match raw.provider.parse::<Provider>() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            problems.push((format!("{at}.provider"), e));
-            None
+    let provider = Provider::lookup(&raw.provider, catalogue);
+    if provider.is_none() {
+        let names: Vec<&str> = Provider::ALL.iter().map(Provider::as_str).chain(catalogue.names()).collect();
+        problems.push((
+            format!("{at}.provider"),
+            format!("unknown provider `{}` (expected one of: {})", raw.provider, names.join(", ")),
+        ));
+    }
+    let one = |field: &str, value: &Option<SecretRef>, problems: &mut Problems| -> Option<String> {
+        match value.as_ref()?.resolve() {
+            Ok(v) if v.is_empty() => {
+                problems.push((format!("{at}.{field}"), "is empty".into()));
+                None
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push((format!("{at}.{field}"), e.to_string()));
+                None
+            }
         }
     };
+    let mut allowed_ips = Vec::new();
+    for (j, entry) in raw.allowed_ips.iter().enumerate() {
+        let parsed =
+            entry.parse::<ipnet::IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => allowed_ips.push(net.trunc()),
+            Err(_) => problems
+                .push((format!("{at}.allowed_ips[{j}]"), format!("`{entry}` is not an address or CIDR network"))),
+        }
+    }
+    if let Some(url) = &raw.webhook_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        problems.push((format!("{at}.webhook_url"), format!("`{url}` is not an http(s) URL")));
+    }
     let resolve = |field: &str, list: &[SecretRef], problems: &mut Problems| -> Vec<String> {
         list.iter()
             .enumerate()
@@ -44,9 +73,13 @@ pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, 
         listed_secrets: raw.secrets.len(),
         signature: raw.signature.clone(),
         timestamp_tolerance: raw.timestamp_tolerance,
+        username: one("username", &raw.username, &mut problems),
+        password: one("password", &raw.password, &mut problems),
+        webhook_url: raw.webhook_url.clone(),
+        allowed_ips: !raw.allowed_ips.is_empty(),
     };
     // Each provider's rules are its own (hookbridge-providers).
-    let verifier = provider.and_then(|p| {
+    let verifier = provider.as_ref().and_then(|p| {
         p.verifier(&settings)
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| (format!("{at}.{}", e.key), e.message))))
             .ok()
@@ -61,6 +94,7 @@ pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str) -> Result<Source, 
         (Some(verifier), Some(provider)) if problems.is_empty() => Ok(Source {
             name: raw.name.clone(),
             provider,
+            allowed_ips,
             verifier: Arc::new(verifier),
             meta: SourceMeta {
                 event_source: raw.event_source.clone().unwrap_or_else(|| SourceMeta::default_event_source(&raw.name)),

@@ -62,7 +62,7 @@ fn a_complete_file_loads() {
         assert_eq!(embedded.retention.max_bytes, Some(1_000_000));
         assert_eq!(embedded.retention.dedup_window, Duration::from_secs(3600));
         assert_eq!(config.ingress.max_body_bytes, 4096);
-        let names: Vec<_> = config.ingress.sources.iter().map(|s| (s.name.as_str(), s.provider)).collect();
+        let names: Vec<_> = config.ingress.sources.iter().map(|s| (s.name.as_str(), s.provider.clone())).collect();
         assert_eq!(
             names,
             [("mailpace", Provider::MailPace), ("mailpipe", Provider::Mailpipe), ("whippy", Provider::Whippy)]

@@ -26,6 +26,27 @@ pub struct EmailData {
     /// Set on `email.rejected`: why the provider refused to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
+    /// Set on `email.complained`: the feedback the recipient's mailbox sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complaint: Option<Complaint>,
+    /// Set on `email.opened` and `email.clicked`, when the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engagement: Option<Engagement>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Complaint {
+    /// The feedback type as the provider gives it (e.g. `abuse`), when it does.
+    pub kind: Option<String>,
+}
+
+/// What a provider tells of an open or a click.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Engagement {
+    /// The link clicked (`email.clicked`).
+    pub url: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -14,6 +14,8 @@ pub const EMAIL_COMPLAINED: &str = "email.complained";
 pub const EMAIL_OPENED: &str = "email.opened";
 pub const EMAIL_CLICKED: &str = "email.clicked";
 pub const EMAIL_RECEIVED: &str = "email.received";
+pub const EMAIL_UNSUBSCRIBED: &str = "email.unsubscribed";
+pub const EMAIL_SUBSCRIBED: &str = "email.subscribed";
 pub const DOMAIN_VERIFIED: &str = "domain.verified";
 
 /// Every normalized email/domain type.
@@ -27,6 +29,8 @@ pub const KNOWN: &[&str] = &[
     EMAIL_OPENED,
     EMAIL_CLICKED,
     EMAIL_RECEIVED,
+    EMAIL_UNSUBSCRIBED,
+    EMAIL_SUBSCRIBED,
     DOMAIN_VERIFIED,
 ];
 

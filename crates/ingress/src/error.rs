@@ -13,6 +13,8 @@ use strum::IntoEnumIterator;
 pub enum IngressError {
     #[error("no source is configured under this name")]
     UnknownSource,
+    #[error("requests to this source may not come from this address")]
+    Forbidden,
     #[error(transparent)]
     Unauthorized(#[from] VerifyError),
     #[error(transparent)]
@@ -39,6 +41,7 @@ impl IngressError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::UnknownSource => StatusCode::NOT_FOUND,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) | Self::UnreadableBody => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,6 +84,7 @@ impl IngressErrorKind {
     fn outcome(self) -> &'static str {
         match self {
             Self::UnknownSource => "not_found",
+            Self::Forbidden => "forbidden",
             Self::Unauthorized => "unauthorized",
             Self::BadRequest | Self::UnreadableBody => "bad_request",
             Self::TooLarge => "too_large",
@@ -95,6 +99,7 @@ impl IngressErrorKind {
     fn code(self) -> Option<&'static str> {
         match self {
             Self::UnknownSource => Some("unknown_source"),
+            Self::Forbidden => Some("ip_not_allowed"),
             Self::Unauthorized | Self::BadRequest => None,
             Self::TooLarge => Some("too_large"),
             Self::UnreadableBody => Some("unreadable_body"),
@@ -136,6 +141,7 @@ mod tests {
         assert_eq!(unique.len(), labels.len(), "no pair twice: {labels:?}");
         for error in [
             IngressError::UnknownSource,
+            IngressError::Forbidden,
             IngressError::Unauthorized(VerifyError::StaleTimestamp),
             IngressError::BadRequest(PayloadError::InvalidJson("x".into())),
             IngressError::TooLarge(1),
@@ -148,6 +154,6 @@ mod tests {
         }
         assert!(labels.contains(&("unauthorized", "missing_signature")));
         assert!(labels.contains(&("bad_request", "invalid_payload")));
-        assert_eq!(labels.len(), 12);
+        assert_eq!(labels.len(), 16);
     }
 }

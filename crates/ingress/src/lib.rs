@@ -66,7 +66,7 @@ impl Ingress {
         registry: &Registry,
     ) -> prometheus::Result<Self> {
         let sources: Vec<(&str, &str)> =
-            settings.sources.iter().map(|s| (s.name.as_str(), s.provider.as_str())).collect();
+            settings.sources.iter().map(|s| (s.name.as_str(), s.provider.static_name())).collect();
         Ok(Self {
             sources: settings.sources.iter().map(|s| (s.name.clone(), s.clone())).collect(),
             metrics: metrics::IngressMetrics::register(registry, &sources)?,
@@ -84,7 +84,7 @@ impl Ingress {
     /// The webhook router (the body's limits are applied by the handler).
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
-            .route("/webhooks/{source}", post(webhook::receive))
+            .route("/webhooks/{source}", post(webhook::receive).head(webhook::probe))
             .layer(DefaultBodyLimit::disable())
             .with_state(self)
     }

@@ -32,6 +32,8 @@ pub struct IngressSettings {
 pub struct Source {
     pub name: String,
     pub provider: Provider,
+    /// Networks requests may come from (empty: any).
+    pub allowed_ips: Vec<ipnet::IpNet>,
     pub verifier: Arc<Verifier>,
     pub meta: SourceMeta,
 }

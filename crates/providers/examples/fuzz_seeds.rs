@@ -35,7 +35,7 @@ fn main() {
         [("provider_mailpace", Provider::MailPace, &mailpace), ("provider_mailpipe", Provider::Mailpipe, &mailpipe)]
     {
         for (i, event) in provider.events().iter().enumerate() {
-            write(&root.join(target), &format!("sample-{i}"), &framed(signer, &body(provider, event, i as u64, now)));
+            write(&root.join(target), &format!("sample-{i}"), &framed(signer, &body(&provider, event, i as u64, now)));
         }
     }
     let schemes = [Scheme::HmacSha256Hex, Scheme::HmacSha256Base64, Scheme::Timestamped];
@@ -43,13 +43,13 @@ fn main() {
         let signer = Signer::Whippy(HmacSecret::new(b"whippy-fuzz-api-key".to_vec()), scheme);
         for (i, event) in Provider::Whippy.events().iter().enumerate() {
             let mut seed = vec![s as u8];
-            seed.extend(framed(&signer, &body(Provider::Whippy, event, i as u64, now)));
+            seed.extend(framed(&signer, &body(&Provider::Whippy, event, i as u64, now)));
             write(&root.join("provider_whippy"), &format!("sample-{s}-{i}"), &seed);
         }
     }
     // Embedded records: `[appended_ms][type_len][type][key_len][key][json]`,
     // a delayed one (`[attempt]` in front) and the raw JSON (NATS, Kafka).
-    let json = body(Provider::Mailpipe, "email.sent", 1, now);
+    let json = body(&Provider::Mailpipe, "email.sent", 1, now);
     let mut record = 1_760_000_000_000u64.to_be_bytes().to_vec();
     for part in ["email.sent", "mailpipe#1"] {
         record.extend_from_slice(&(part.len() as u16).to_be_bytes());

@@ -1,16 +1,24 @@
+use std::borrow::Cow;
+
 /// Why a webhook's signature was not accepted. Each maps to a 401 with a
 /// stable reason code; none of them carries secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::EnumDiscriminants)]
 #[strum_discriminants(name(VerifyErrorKind), derive(strum::EnumIter))]
 pub enum VerifyError {
-    #[error("the {0} header is missing")]
-    MissingSignature(&'static str),
-    #[error("the {header} header is malformed: {detail}")]
-    MalformedSignature { header: &'static str, detail: &'static str },
+    #[error("the signature ({0}) is missing")]
+    MissingSignature(Cow<'static, str>),
+    #[error("the signature ({header}) is malformed: {detail}")]
+    MalformedSignature { header: Cow<'static, str>, detail: Cow<'static, str> },
     #[error("the signature does not match the body with any configured key")]
     InvalidSignature,
     #[error("the signature timestamp is outside the allowed tolerance")]
     StaleTimestamp,
+    #[error("the credentials ({0}) are missing")]
+    MissingCredentials(Cow<'static, str>),
+    #[error("the credentials do not match the configured ones")]
+    InvalidCredentials,
+    #[error("this signed request was already accepted (replayed token)")]
+    Replayed,
 }
 
 impl VerifyError {
@@ -29,6 +37,9 @@ impl VerifyErrorKind {
             Self::MalformedSignature => "malformed_signature",
             Self::InvalidSignature => "invalid_signature",
             Self::StaleTimestamp => "stale_timestamp",
+            Self::MissingCredentials => "missing_credentials",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Replayed => "replayed",
         }
     }
 }

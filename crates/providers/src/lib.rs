@@ -11,6 +11,7 @@
 //! - [`redact`]: removes configured fields from the original payload.
 
 mod batch;
+pub mod defined;
 mod error;
 mod hmac_sig;
 pub mod mailpace;
@@ -22,62 +23,135 @@ mod settings;
 pub mod whippy;
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hookbridge_event::Event;
 use http::HeaderMap;
 
+pub use defined::{Catalogue, Definition, DefinitionProblem, Request, Verified};
 pub use error::{PayloadError, PayloadErrorKind, VerifyError, VerifyErrorKind};
 pub use hmac_sig::HmacSecret;
 pub use normalize::SourceMeta;
 pub use redact::Redactor;
 pub use settings::{SettingProblem, VerifierSettings};
 
-/// The providers hookbridge understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The providers hookbridge understands: three in code, the others from
+/// their definitions ([`defined`]).
+#[derive(Debug, Clone)]
 pub enum Provider {
     MailPace,
     Mailpipe,
     Whippy,
+    Defined(Arc<Definition>),
+}
+
+impl PartialEq for Provider {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Provider {}
+
+impl Hash for Provider {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+/// A name that lives as long as the process (definitions do): for metric
+/// labels and error texts that want `&'static str`.
+pub(crate) fn intern(name: &str) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(found) = names.iter().find(|n| **n == name) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+/// The built-in catalogue, compiled once.
+pub fn builtin_catalogue() -> &'static Catalogue {
+    static CATALOGUE: OnceLock<Catalogue> = OnceLock::new();
+    CATALOGUE.get_or_init(Catalogue::builtin)
 }
 
 impl Provider {
+    /// The providers written in code.
     pub const ALL: [Self; 3] = [Self::MailPace, Self::Mailpipe, Self::Whippy];
 
-    pub fn as_str(self) -> &'static str {
+    /// Every built-in provider: the three in code, then the catalogue.
+    pub fn builtin() -> Vec<Self> {
+        Self::ALL.into_iter().chain(builtin_catalogue().iter().map(|d| Self::Defined(d.clone()))).collect()
+    }
+
+    /// The provider named `name` in `catalogue` (or in code).
+    pub fn lookup(name: &str, catalogue: &Catalogue) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .or_else(|| catalogue.get(name).map(|d| Self::Defined(d.clone())))
+    }
+
+    pub fn as_str(&self) -> &str {
         match self {
             Self::MailPace => "mailpace",
             Self::Mailpipe => "mailpipe",
             Self::Whippy => "whippy",
+            Self::Defined(d) => &d.name,
+        }
+    }
+
+    /// The name for the life of the process (a metric label).
+    pub fn static_name(&self) -> &'static str {
+        match self {
+            Self::MailPace => "mailpace",
+            Self::Mailpipe => "mailpipe",
+            Self::Whippy => "whippy",
+            Self::Defined(d) => intern(&d.name),
         }
     }
 
     /// The provider's documented event names.
-    pub fn events(self) -> &'static [&'static str] {
+    pub fn events(&self) -> Vec<&str> {
         match self {
-            Self::MailPace => mailpace::EVENTS,
-            Self::Mailpipe => mailpipe::EVENTS,
-            Self::Whippy => whippy::EVENTS,
+            Self::MailPace => mailpace::EVENTS.to_vec(),
+            Self::Mailpipe => mailpipe::EVENTS.to_vec(),
+            Self::Whippy => whippy::EVENTS.to_vec(),
+            Self::Defined(d) => d.events(),
         }
     }
 
     /// The normalized types its documented events are published under, in
     /// the order of [`Provider::events`], each once. A name the provider
     /// adds later is published under its own name (not listed here).
-    pub fn event_types(self) -> Vec<&'static str> {
-        let mut types: Vec<&'static str> = Vec::new();
+    pub fn event_types(&self) -> Vec<&str> {
+        if let Self::Defined(d) = self {
+            return d.event_types();
+        }
+        let mut types: Vec<&str> = Vec::new();
         for event in self.events() {
             let ty = match self {
                 Self::MailPace => mailpace::normalized_type(event),
                 Self::Mailpipe => mailpipe::normalized_type(event),
-                Self::Whippy => event,
+                _ => event,
             };
             if !types.contains(&ty) {
                 types.push(ty);
             }
         }
         types
+    }
+
+    /// Whether one request may carry several events.
+    pub fn batches(&self) -> bool {
+        matches!(self, Self::Defined(d) if d.batches())
     }
 }
 
@@ -90,11 +164,12 @@ impl fmt::Display for Provider {
 impl FromStr for Provider {
     type Err = String;
 
+    /// A built-in provider (user definitions: [`Provider::lookup`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown provider `{s}` (expected one of: mailpace, mailpipe, whippy)"))
+        Self::lookup(s, builtin_catalogue()).ok_or_else(|| {
+            let names: Vec<String> = Self::builtin().iter().map(|p| p.as_str().to_owned()).collect();
+            format!("unknown provider `{s}` (expected one of: {})", names.join(", "))
+        })
     }
 }
 
@@ -104,6 +179,7 @@ pub enum Verifier {
     MailPace(mailpace::Verifier),
     Mailpipe(mailpipe::Verifier),
     Whippy(whippy::Verifier),
+    Defined(defined::Verifier),
 }
 
 impl Verifier {
@@ -112,48 +188,78 @@ impl Verifier {
             Self::MailPace(_) => Provider::MailPace,
             Self::Mailpipe(_) => Provider::Mailpipe,
             Self::Whippy(_) => Provider::Whippy,
+            Self::Defined(v) => Provider::Defined(v.definition().clone()),
         }
     }
 
-    /// Checks the request's signature over the raw `body`.
+    /// Checks the request's signature (or credentials) over the raw body.
     ///
     /// # Errors
     /// [`VerifyError`] says whether the signature is missing, malformed,
     /// wrong, or (timestamped schemes) outside the tolerance.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Result<(), VerifyError> {
+    pub fn verify(&self, request: &Request<'_>, now: DateTime<Utc>) -> Result<Verified, VerifyError> {
+        let (headers, body) = (request.headers, request.body);
         match self {
-            Self::MailPace(v) => v.verify(headers, body),
-            Self::Mailpipe(v) => v.verify(headers, body),
-            Self::Whippy(v) => v.verify(headers, body, now),
+            Self::MailPace(v) => v.verify(headers, body).map(|()| Verified::default()),
+            Self::Mailpipe(v) => v.verify(headers, body).map(|()| Verified::default()),
+            Self::Whippy(v) => v.verify(headers, body, now).map(|()| Verified::default()),
+            Self::Defined(v) => v.verify(request, now),
         }
     }
 
     /// [`verify`](Self::verify) for a server: Ed25519 signatures are
-    /// verified in batches with the others in flight ([`batch`]); HMAC is
-    /// cheap enough to check in place.
+    /// verified in batches with the others in flight ([`batch`]); the rest
+    /// are cheap enough to check in place.
     ///
     /// # Errors
     /// As [`verify`](Self::verify).
     pub async fn verify_concurrent(
         &self,
         headers: &HeaderMap,
-        body: &bytes::Bytes,
+        body: &Bytes,
+        query: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<Verified, VerifyError> {
         match self {
-            Self::MailPace(v) => v.verify_batched(headers, body.clone()).await,
-            Self::Mailpipe(v) => v.verify(headers, body),
-            Self::Whippy(v) => v.verify(headers, body, now),
+            Self::MailPace(v) => v.verify_batched(headers, body.clone()).await.map(|()| Verified::default()),
+            other => other.verify(&Request { headers, body, query }, now),
+        }
+    }
+
+    /// Remembers what must not be accepted twice (a replayed token), once
+    /// the request's events are stored.
+    pub fn accepted(&self, verified: Verified) {
+        if let Self::Defined(v) = self {
+            v.accepted(verified);
         }
     }
 }
 
-/// Normalizes a verified webhook body from `provider` into an event.
+/// Normalizes a verified webhook from `provider` into its events: one, or
+/// one per element of a batch (none for an empty batch).
 ///
 /// # Errors
 /// [`PayloadError`] when the body is not JSON or not this provider's shape.
+pub fn normalize_all(
+    provider: &Provider,
+    request: &Request<'_>,
+    source: &SourceMeta,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>, PayloadError> {
+    match provider {
+        Provider::Defined(d) => defined::normalize(d, request, source, now),
+        other => normalize(other, request.body, source, now).map(|e| vec![e]),
+    }
+}
+
+/// Normalizes a verified webhook body from `provider` into one event (the
+/// first of a batch).
+///
+/// # Errors
+/// [`PayloadError`] when the body is not JSON or not this provider's shape,
+/// or holds no event.
 pub fn normalize(
-    provider: Provider,
+    provider: &Provider,
     body: &[u8],
     source: &SourceMeta,
     now: DateTime<Utc>,
@@ -162,5 +268,12 @@ pub fn normalize(
         Provider::MailPace => mailpace::normalize(body, source, now),
         Provider::Mailpipe => mailpipe::normalize(body, source, now),
         Provider::Whippy => whippy::normalize(body, source, now),
+        Provider::Defined(d) => {
+            let headers = HeaderMap::new();
+            defined::normalize(d, &Request { headers: &headers, body, query: None }, source, now)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| PayloadError::shape(intern(&d.name), "the body holds no event"))
+        }
     }
 }

@@ -74,9 +74,12 @@ impl Verifier {
     }
 
     fn signature(headers: &HeaderMap) -> Result<Signature, VerifyError> {
-        let malformed = |detail| VerifyError::MalformedSignature { header: HEADER_NAME, detail };
+        let malformed = |detail: &'static str| VerifyError::MalformedSignature {
+            header: HEADER_NAME.into(),
+            detail: detail.into(),
+        };
         let value = crate::hmac_sig::header_str(headers, SIGNATURE_HEADER)
-            .ok_or(VerifyError::MissingSignature(HEADER_NAME))?
+            .ok_or(VerifyError::MissingSignature(HEADER_NAME.into()))?
             .map_err(|()| malformed("not visible ASCII"))?;
         let bytes = STANDARD.decode(value).map_err(|_| malformed("not strict base64"))?;
         Signature::from_slice(&bytes).map_err(|_| malformed("not a 64-byte Ed25519 signature"))

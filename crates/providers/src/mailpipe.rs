@@ -33,9 +33,12 @@ impl Verifier {
     }
 
     pub(crate) fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
-        let malformed = |detail| VerifyError::MalformedSignature { header: HEADER_NAME, detail };
+        let malformed = |detail: &'static str| VerifyError::MalformedSignature {
+            header: HEADER_NAME.into(),
+            detail: detail.into(),
+        };
         let value = header_str(headers, SIGNATURE_HEADER)
-            .ok_or(VerifyError::MissingSignature(HEADER_NAME))?
+            .ok_or(VerifyError::MissingSignature(HEADER_NAME.into()))?
             .map_err(|()| malformed("not visible ASCII"))?;
         let tag = hex::decode(value).map_err(|_| malformed("not hex"))?;
         if tag.len() != 32 {

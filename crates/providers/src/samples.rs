@@ -37,11 +37,18 @@ impl Signer {
 
 /// A sample webhook body of `event` from `provider`. `seq` makes the ids
 /// unique, so distinct samples are distinct events.
-pub fn body(provider: Provider, event: &str, seq: u64, now: DateTime<Utc>) -> Vec<u8> {
+/// A defined provider's body is unsigned here: its signer is
+/// [`crate::defined::DefinedSigner`].
+pub fn body(provider: &Provider, event: &str, seq: u64, now: DateTime<Utc>) -> Vec<u8> {
     let value = match provider {
         Provider::MailPace => mailpace_body(event, seq, now),
         Provider::Mailpipe => mailpipe_body(event, seq, now),
         Provider::Whippy => whippy_body(event, seq, now),
+        Provider::Defined(d) => {
+            let signer = crate::defined::DefinedSigner::new(d.clone(), crate::defined::Credential::None, None);
+            let element = signer.element(event, seq, now).unwrap_or_else(|_| json!({}));
+            return signer.request(vec![element], seq, now).body;
+        }
     };
     serde_json::to_vec(&value).expect("sample serializes")
 }

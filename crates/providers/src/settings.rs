@@ -19,6 +19,13 @@ pub struct VerifierSettings {
     pub listed_secrets: usize,
     pub signature: Option<String>,
     pub timestamp_tolerance: Option<Duration>,
+    /// Basic authentication (defined providers).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The URL the provider posts to, as configured there (signed by some).
+    pub webhook_url: Option<String>,
+    /// Whether the source lists `allowed_ips` (checked by the ingress).
+    pub allowed_ips: bool,
 }
 
 /// One problem with a source's settings: the key (relative to the source,
@@ -38,18 +45,28 @@ impl Provider {
     ///
     /// # Errors
     /// Each key that is missing, refused by this provider, or malformed.
-    pub fn verifier(self, settings: &VerifierSettings) -> Result<Verifier, Vec<SettingProblem>> {
+    pub fn verifier(&self, settings: &VerifierSettings) -> Result<Verifier, Vec<SettingProblem>> {
+        if let Self::Defined(definition) = self {
+            return crate::defined::Verifier::new(definition.clone(), settings).map(Verifier::Defined);
+        }
         let mut problems = Vec::new();
-        if settings.signature.is_some() && self != Self::Whippy {
+        if settings.username.is_some() || settings.password.is_some() {
+            problems.push(problem("username", format!("{self} takes no basic authentication")));
+        }
+        if settings.webhook_url.is_some() {
+            problems.push(problem("webhook_url", format!("{self} does not sign the URL")));
+        }
+        if settings.signature.is_some() && *self != Self::Whippy {
             problems.push(problem("signature", "only whippy sources choose a signature scheme"));
         }
-        if settings.timestamp_tolerance.is_some() && self != Self::Whippy {
+        if settings.timestamp_tolerance.is_some() && *self != Self::Whippy {
             problems.push(problem("timestamp_tolerance", "only whippy sources with the timestamped scheme use it"));
         }
         let verifier = match self {
             Self::MailPace => Verifier::MailPace(mailpace_verifier(settings, &mut problems)),
             Self::Mailpipe => Verifier::Mailpipe(mailpipe::Verifier::new(hmac_secrets(self, settings, &mut problems))),
             Self::Whippy => Verifier::Whippy(whippy_verifier(settings, &mut problems)),
+            Self::Defined(_) => unreachable!("handled above"),
         };
         if problems.is_empty() { Ok(verifier) } else { Err(problems) }
     }
@@ -78,7 +95,7 @@ fn mailpace_verifier(settings: &VerifierSettings, problems: &mut Vec<SettingProb
 
 /// Mailpipe and Whippy sign with HMAC: secrets, never public keys.
 fn hmac_secrets(
-    provider: Provider,
+    provider: &Provider,
     settings: &VerifierSettings,
     problems: &mut Vec<SettingProblem>,
 ) -> Vec<HmacSecret> {
@@ -94,7 +111,7 @@ fn hmac_secrets(
 /// Whippy's scheme is configured (its format is unconfirmed); a tolerance
 /// applies only to the timestamped one.
 fn whippy_verifier(settings: &VerifierSettings, problems: &mut Vec<SettingProblem>) -> whippy::Verifier {
-    let secrets = hmac_secrets(Provider::Whippy, settings, problems);
+    let secrets = hmac_secrets(&Provider::Whippy, settings, problems);
     let scheme = match settings.signature.as_deref().map(str::parse::<Scheme>) {
         None => Scheme::HmacSha256Hex,
         Some(Ok(s)) => s,

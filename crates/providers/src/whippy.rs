@@ -72,7 +72,7 @@ pub struct Verifier {
 }
 
 fn malformed(detail: &'static str) -> VerifyError {
-    VerifyError::MalformedSignature { header: HEADER_NAME, detail }
+    VerifyError::MalformedSignature { header: HEADER_NAME.into(), detail: detail.into() }
 }
 
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
@@ -86,7 +86,7 @@ impl Verifier {
 
     pub(crate) fn verify(&self, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Result<(), VerifyError> {
         let value = header_str(headers, SIGNATURE_HEADER)
-            .ok_or(VerifyError::MissingSignature(HEADER_NAME))?
+            .ok_or(VerifyError::MissingSignature(HEADER_NAME.into()))?
             .map_err(|()| malformed("not visible ASCII"))?;
         let ok = match self.scheme {
             Scheme::HmacSha256Hex => {

@@ -45,12 +45,17 @@ pub fn signer(source: &str) -> Signer {
 
 /// A signed sample: body and its signature header.
 pub fn signed(signer: &Signer, event: &str, seq: u64, now: DateTime<Utc>) -> (Vec<u8>, (&'static str, String)) {
-    let body = samples::body(signer.provider(), event, seq, now);
+    let body = samples::body(&signer.provider(), event, seq, now);
     let header = signer.header(&body, now);
     (body, header)
 }
 
 /// The documented events of `provider`.
 pub fn events(provider: Provider) -> &'static [&'static str] {
-    provider.events()
+    match provider {
+        Provider::MailPace => hookbridge_providers::mailpace::EVENTS,
+        Provider::Mailpipe => hookbridge_providers::mailpipe::EVENTS,
+        Provider::Whippy => hookbridge_providers::whippy::EVENTS,
+        Provider::Defined(d) => panic!("{} is a defined provider: use its definition's events", d.name),
+    }
 }

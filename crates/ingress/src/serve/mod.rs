@@ -171,9 +171,9 @@ pub async fn serve(
                 metrics.open.inc();
             }
             let closed = match tls {
-                None => connection(stream, router, &settings, shutdown).await,
+                None => connection(stream, peer, router, &settings, shutdown).await,
                 Some(tls) => match tls.accept(stream, settings.header_read_timeout).await {
-                    Ok(stream) => connection(stream, router, &settings, shutdown).await,
+                    Ok(stream) => connection(stream, peer, router, &settings, shutdown).await,
                     Err(error) => {
                         tracing::debug!(%peer, %error, "TLS handshake failed");
                         Some(Closed::Handshake)
@@ -207,9 +207,14 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
+/// The address a request's connection comes from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// One connection, until it ends or a limit closes it (the reason).
 async fn connection<S>(
     stream: S,
+    peer: std::net::SocketAddr,
     router: Router,
     settings: &ListenerSettings,
     shutdown: CancellationToken,
@@ -220,7 +225,8 @@ where
     let watch = Watch::new();
     let io = TokioIo::new(watch.wrap(stream));
     let requests = watch.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
         let busy = requests.busy();
         let router = router.clone();
         async move {

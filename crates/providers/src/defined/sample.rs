@@ -1,0 +1,279 @@
+//! Sample requests of a defined provider, signed the way the provider signs
+//! them: for `hookbridge send-sample`, the tests and the benchmark.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::{Signer as _, SigningKey};
+use ring::rand::SystemRandom;
+use ring::{hmac, signature};
+use serde_json::Value;
+
+use super::format::{Algorithm, AuthKind, Encoding, Shape, SignatureFormat, TimeFormat};
+use super::verify::{secret_bytes, signed_content};
+use super::{Auth, Definition, IdSpec, Location};
+
+/// What a sample is signed with.
+pub enum Credential {
+    /// An HMAC secret, or a token, as configured in `secrets`.
+    Secret(String),
+    /// A P-256 private key, PKCS#8 DER.
+    EcdsaPkcs8(Vec<u8>),
+    Ed25519(Box<SigningKey>),
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// Nothing: the source trusts addresses.
+    None,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(redacted)")
+    }
+}
+
+/// A signed sample request.
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    /// Lowercase names.
+    pub headers: Vec<(String, String)>,
+    /// Query parameters to add to the URL.
+    pub query: Vec<(String, String)>,
+}
+
+/// Signs sample requests for one defined provider.
+#[derive(Debug, Clone)]
+pub struct DefinedSigner {
+    definition: Arc<Definition>,
+    credential: Arc<Credential>,
+    webhook_url: Option<String>,
+}
+
+/// A new P-256 key pair: (PKCS#8 DER private key, base64 SubjectPublicKeyInfo
+/// DER public key, as SendGrid shows it).
+///
+/// # Panics
+/// When the system has no randomness.
+pub fn p256_keypair() -> (Vec<u8>, String) {
+    let rng = SystemRandom::new();
+    let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .expect("system randomness");
+    let pair = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("a key ring just made");
+    use signature::KeyPair as _;
+    let public = STANDARD.encode(super::verify::p256_spki(pair.public_key().as_ref()));
+    (pkcs8.as_ref().to_vec(), public)
+}
+
+impl DefinedSigner {
+    /// `webhook_url` is the URL the provider is told to post to, for
+    /// definitions that sign it.
+    pub fn new(definition: Arc<Definition>, credential: Credential, webhook_url: Option<String>) -> Self {
+        Self { definition, credential: Arc::new(credential), webhook_url }
+    }
+
+    pub fn definition(&self) -> &Arc<Definition> {
+        &self.definition
+    }
+
+    /// The method the credential serves.
+    fn method(&self) -> Option<&Auth> {
+        self.definition.auth.iter().find(|a| {
+            matches!(
+                (a.kind, self.credential.as_ref()),
+                (AuthKind::Hmac | AuthKind::Token, Credential::Secret(_))
+                    | (AuthKind::EcdsaP256, Credential::EcdsaPkcs8(_))
+                    | (AuthKind::Ed25519, Credential::Ed25519(_))
+                    | (AuthKind::Basic, Credential::Basic { .. })
+                    | (AuthKind::None, Credential::None)
+            )
+        })
+    }
+
+    /// One sample element of `event` (the provider's name); `seq` makes
+    /// ids unique.
+    ///
+    /// # Errors
+    /// When the definition has no sample.
+    pub fn element(&self, event: &str, seq: u64, now: DateTime<Utc>) -> Result<Value, String> {
+        let d = &self.definition;
+        let mut value = d.sample.clone().ok_or_else(|| format!("the {} definition has no sample", d.name))?;
+        if let Some(p) = d.event.ty.first() {
+            p.set(&mut value, Value::String(event.to_owned()));
+        }
+        if let Some(rule) = d.rules.iter().find(|r| r.name == event) {
+            for (p, v) in &rule.when {
+                p.set(&mut value, Value::String(v.clone()));
+            }
+        }
+        if let Some(IdSpec::Pointers(pointers)) = &d.event.id
+            && let Some(p) = pointers.first()
+        {
+            p.set(&mut value, Value::String(format!("{}-{seq}", d.name)));
+        }
+        // The message id, wherever the template has it.
+        let message_id = Value::String(format!("<{seq}.sample@{}.example>", d.name));
+        let mut pointers: Vec<&super::Pointer> = d.event.subject.iter().collect();
+        pointers.extend(d.event.data.get("message_id").into_iter().flatten());
+        for (i, p) in pointers.into_iter().enumerate() {
+            if i == 0 || p.find(&value).is_some() {
+                p.set(&mut value, message_id.clone());
+            }
+        }
+        if let Some(p) = d.event.time.first() {
+            let old = p.find(&value).cloned();
+            let new = match (d.event.time_format, old) {
+                (TimeFormat::UnixMs, _) => Value::from(now.timestamp_millis()),
+                (TimeFormat::Rfc3339, _) => Value::String(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
+                (_, Some(Value::Number(_))) | (TimeFormat::Unix, None) => Value::from(now.timestamp()),
+                (_, Some(Value::String(s))) if s.trim().parse::<f64>().is_ok() => {
+                    Value::String(now.timestamp().to_string())
+                }
+                (_, Some(Value::String(s))) if s.len() == 19 && !s.contains('T') => {
+                    Value::String(now.format("%Y-%m-%d %H:%M:%S").to_string())
+                }
+                _ => Value::String(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            };
+            p.set(&mut value, new);
+        }
+        Ok(value)
+    }
+
+    /// A signed request carrying `elements` (more than one only for
+    /// providers that batch).
+    ///
+    /// A credential that fits none of the definition's methods signs
+    /// nothing (an unsigned request, for tests of refusals).
+    pub fn request(&self, mut elements: Vec<Value>, seq: u64, now: DateTime<Utc>) -> SignedRequest {
+        let d = &self.definition;
+        let Some(auth) = self.method() else {
+            let empty = Vec::new();
+            let (body, content_type) = encode(d, &elements, &empty);
+            return SignedRequest { body, content_type, headers: Vec::new(), query: Vec::new() };
+        };
+        let timestamp = now.timestamp().to_string();
+        let id = format!("msg_{seq:x}{:x}", now.timestamp_micros());
+        let token = hex::encode(crate::normalize::derived_id("", &[&seq.to_be_bytes(), timestamp.as_bytes()]));
+        let mut headers = Vec::new();
+        let mut query = Vec::new();
+        let mut form_extra: Vec<(String, String)> = Vec::new();
+        let mut place = |loc: &Option<Location>, text: &str, elements: &mut Vec<Value>| match loc {
+            Some(Location::Header(names)) => headers.push((names[0].clone(), text.to_owned())),
+            Some(Location::Json(p)) => {
+                for e in elements.iter_mut() {
+                    p.set(e, Value::String(text.to_owned()));
+                }
+            }
+            Some(Location::Form(f)) => form_extra.push((f.clone(), text.to_owned())),
+            Some(Location::Query(q)) => query.push((q.clone(), text.to_owned())),
+            None => {}
+        };
+        let signs = matches!(auth.kind, AuthKind::Hmac | AuthKind::Ed25519 | AuthKind::EcdsaP256);
+        if signs {
+            place(&auth.timestamp, &timestamp, &mut elements);
+            place(&auth.id, &id, &mut elements);
+            place(&auth.token, &token, &mut elements);
+        }
+        let serialize = |elements: &[Value], form_extra: &[(String, String)]| encode(d, elements, form_extra);
+        let (mut body, content_type) = serialize(&elements, &form_extra);
+        match (auth.kind, self.credential.as_ref()) {
+            (AuthKind::Basic, Credential::Basic { username, password }) => headers
+                .push(("authorization".into(), format!("Basic {}", STANDARD.encode(format!("{username}:{password}"))))),
+            (AuthKind::Token, Credential::Secret(token)) => {
+                let value = format!("{}{token}", auth.token_prefix.as_deref().unwrap_or_default());
+                match &auth.token {
+                    Some(Location::Header(names)) => headers.push((names[0].clone(), value)),
+                    Some(Location::Query(q)) => query.push((q.clone(), value)),
+                    _ => {}
+                }
+            }
+            (_, credential) if signs => {
+                let message = signed_content(
+                    &auth.signed,
+                    &body,
+                    Some(&timestamp),
+                    Some(&id),
+                    Some(&token),
+                    self.webhook_url.as_deref(),
+                );
+                let raw = sign(auth, credential, &message);
+                let encoded = match auth.encoding {
+                    Encoding::Hex => hex::encode(raw),
+                    Encoding::Base64 => STANDARD.encode(raw),
+                    Encoding::Base64url => URL_SAFE_NO_PAD.encode(raw),
+                };
+                let value = format!("{}{encoded}", auth.signature_prefix.as_deref().unwrap_or_default());
+                match &auth.signature {
+                    Some(Location::Header(names)) => headers.push((names[0].clone(), value)),
+                    Some(Location::Json(p)) => {
+                        for e in &mut elements {
+                            p.set(e, Value::String(value.clone()));
+                        }
+                        body = serialize(&elements, &form_extra).0;
+                    }
+                    Some(Location::Form(f)) => {
+                        form_extra.push((f.clone(), value));
+                        body = serialize(&elements, &form_extra).0;
+                    }
+                    Some(Location::Query(q)) => query.push((q.clone(), value)),
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+        SignedRequest { body, content_type, headers, query }
+    }
+}
+
+/// The body of `elements` in the definition's shape.
+fn encode(d: &Definition, elements: &[Value], form_extra: &[(String, String)]) -> (Vec<u8>, &'static str) {
+    match d.shape {
+        Shape::Json => (serde_json::to_vec(&elements[0]).expect("json"), "application/json"),
+        Shape::JsonOrArray if elements.len() == 1 => {
+            (serde_json::to_vec(&elements[0]).expect("json"), "application/json")
+        }
+        Shape::JsonArray | Shape::JsonOrArray => (serde_json::to_vec(elements).expect("json"), "application/json"),
+        Shape::FormJson => {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair(
+                d.form_field.as_deref().unwrap_or_default(),
+                &serde_json::to_string(elements).expect("json"),
+            );
+            for (k, v) in form_extra {
+                form.append_pair(k, v);
+            }
+            (form.finish().into_bytes(), "application/x-www-form-urlencoded")
+        }
+    }
+}
+
+fn sign(auth: &Auth, credential: &Credential, message: &[u8]) -> Vec<u8> {
+    match credential {
+        Credential::Secret(secret) => {
+            let algorithm = match auth.algorithm {
+                Algorithm::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+                Algorithm::Sha256 => hmac::HMAC_SHA256,
+                Algorithm::Sha512 => hmac::HMAC_SHA512,
+            };
+            let key = secret_bytes(auth.secret_format, secret).unwrap_or_else(|_| secret.as_bytes().to_vec());
+            hmac::sign(&hmac::Key::new(algorithm, &key), message).as_ref().to_vec()
+        }
+        Credential::EcdsaPkcs8(pkcs8) => {
+            let alg = match auth.signature_format {
+                SignatureFormat::Der => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                SignatureFormat::Raw => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            };
+            let rng = SystemRandom::new();
+            let pair = signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8, &rng).expect("a PKCS#8 P-256 key");
+            pair.sign(&rng, message).expect("signing").as_ref().to_vec()
+        }
+        Credential::Ed25519(key) => key.sign(message).to_bytes().to_vec(),
+        _ => Vec::new(),
+    }
+}
