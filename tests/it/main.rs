@@ -4,6 +4,7 @@
 mod asyncapi;
 mod binary;
 mod browser;
+mod catalogue;
 mod cli;
 mod docs;
 mod filters;

@@ -59,3 +59,53 @@ pub fn events(provider: Provider) -> &'static [&'static str] {
         Provider::Defined(d) => panic!("{} is a defined provider: use its definition's events", d.name),
     }
 }
+
+/// The secret of every catalogue test source that takes one (a `whsec_`
+/// secret, used as it is by HMAC providers and decoded by Standard Webhooks).
+pub const CATALOGUE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const BASIC_USERNAME: &str = "hookbridge-test";
+pub const BASIC_PASSWORD: &str = "basic-test-password";
+/// The URL the test Mandrill source is configured with (Mandrill signs it).
+pub const MANDRILL_URL: &str = "https://hooks.acme.example/webhooks/mandrill";
+
+/// The P-256 key pair of the test SendGrid source: (PKCS#8, base64 SPKI),
+/// made once per process.
+pub fn sendgrid_key() -> &'static (Vec<u8>, String) {
+    static KEY: std::sync::OnceLock<(Vec<u8>, String)> = std::sync::OnceLock::new();
+    KEY.get_or_init(hookbridge_providers::defined::p256_keypair)
+}
+
+/// The built-in catalogue's test sources (each named after its provider) as
+/// `[[ingress.sources]]` entries.
+pub fn catalogue_sources_toml() -> String {
+    let mut out = String::new();
+    for definition in hookbridge_providers::builtin_catalogue().iter() {
+        let name = &definition.name;
+        let credential = match definition.credentials().first().copied() {
+            Some("public_keys") => format!("public_keys = [\"{}\"]", sendgrid_key().1),
+            Some("username + password") => format!("username = \"{BASIC_USERNAME}\"\npassword = \"{BASIC_PASSWORD}\""),
+            _ => format!("secrets = [\"whsec_cmV0aXJlZC1zZWNyZXQtMjQtYnl0ZXMh\", \"{CATALOGUE_SECRET}\"]"),
+        };
+        let url = if definition.signs_url() { format!("\nwebhook_url = \"{MANDRILL_URL}\"") } else { String::new() };
+        out.push_str(&format!("[[ingress.sources]]\nname = \"{name}\"\nprovider = \"{name}\"\n{credential}{url}\n"));
+    }
+    out
+}
+
+/// How the test source of a catalogue provider signs.
+///
+/// # Panics
+/// For a name the built-in catalogue does not have.
+pub fn defined_signer(provider: &str) -> hookbridge_providers::defined::DefinedSigner {
+    use hookbridge_providers::defined::{Credential, DefinedSigner};
+    let definition = hookbridge_providers::builtin_catalogue().get(provider).expect("a catalogue provider").clone();
+    let credential = match definition.credentials().first().copied() {
+        Some("public_keys") => Credential::EcdsaPkcs8(sendgrid_key().0.clone()),
+        Some("username + password") => {
+            Credential::Basic { username: BASIC_USERNAME.into(), password: BASIC_PASSWORD.into() }
+        }
+        _ => Credential::Secret(CATALOGUE_SECRET.into()),
+    };
+    let url = definition.signs_url().then(|| MANDRILL_URL.to_owned());
+    DefinedSigner::new(definition, credential, url)
+}

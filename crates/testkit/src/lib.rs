@@ -90,9 +90,22 @@ provider = "whippy"
 secrets = ["{whippy_secret}"]
 signature = "timestamped"
 timestamp_tolerance = "5m"
+{catalogue}[[ingress.sources]]
+name = "postmark-by-address"
+provider = "postmark"
+allowed_ips = ["127.0.0.0/8", "::1"]
+[[ingress.sources]]
+name = "postmark-elsewhere"
+provider = "postmark"
+username = "{basic_user}"
+password = "{basic_password}"
+allowed_ips = ["192.0.2.0/24"]
 [admin]
 listen = "127.0.0.1:0"
 "#,
+        catalogue = keys::catalogue_sources_toml(),
+        basic_user = keys::BASIC_USERNAME,
+        basic_password = keys::BASIC_PASSWORD,
         bus = bus_dir.display(),
         other_key = keys::public_key_b64(&keys::other_mailpace_key()),
         mailpace_key = keys::public_key_b64(&keys::mailpace_key()),
@@ -246,6 +259,26 @@ impl TestApp {
 
     pub fn url(&self, source: &str) -> String {
         format!("http://{}/webhooks/{source}", self.addr)
+    }
+
+    /// Sends a signed sample request of a catalogue provider to `source`.
+    pub async fn post_signed(
+        &self,
+        source: &str,
+        request: &hookbridge_providers::defined::SignedRequest,
+    ) -> (u16, Value) {
+        let mut post = self
+            .client
+            .post(self.url(source))
+            .query(&request.query)
+            .header("content-type", request.content_type)
+            .body(request.body.clone());
+        for (name, value) in &request.headers {
+            post = post.header(name, value);
+        }
+        let response = post.send().await.expect("request is answered");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap_or(Value::Null))
     }
 
     /// POSTs `body` with `headers` to `/webhooks/{source}`.
