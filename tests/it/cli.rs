@@ -196,3 +196,131 @@ async fn receive_verifies_and_prints_what_the_relay_delivers() {
     let _ = receiver.kill();
     let _ = receiver.wait();
 }
+
+const ACME: &str = r#"
+name = "acme"
+title = "Acme Mail"
+unconfirmed = ["everything: it is a test provider"]
+sample = '{"kind": "mail.bounced", "uuid": "u-1", "at": "2026-12-05T10:00:00Z", "mail": {"id": "m-1", "rcpt": "ada@example.com", "why": "mailbox full"}}'
+
+[[auth]]
+type = "hmac"
+algorithm = "sha512"
+encoding = "base64url"
+signature = { header = "X-Acme-Signature" }
+signature_prefix = "sha512="
+timestamp = { header = "X-Acme-Time" }
+signed = "{timestamp}.{body}"
+tolerance = "2m"
+
+[event]
+id = "/uuid"
+type = "/kind"
+time = "/at"
+subject = "/mail/id"
+
+[event.data]
+to = "/mail/rcpt"
+bounce_message = "/mail/why"
+
+[[events]]
+name = "mail.bounced"
+type = "email.bounced"
+bounce = "soft"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let providers = dir.path().join("providers");
+    std::fs::create_dir(&providers).unwrap();
+    std::fs::write(providers.join("acme.toml"), ACME).unwrap();
+    let keygen = Command::new(BIN).args(["keygen", "--kind", "p256"]).output().unwrap();
+    let text = String::from_utf8(keygen.stdout).unwrap();
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} = \""))).unwrap().trim_end_matches('"').to_owned()
+    };
+    let (private, public) = (value("private_key"), value("public_key"));
+    let config = config_toml(&dir.path().join("bus"))
+        .replace("[ingress]\n", &format!("[ingress]\nprovider_dirs = [\"{}\"]\n", providers.display()))
+        .replace(&keys::sendgrid_key().1, &public)
+        + "[[ingress.sources]]\nname = \"acme\"\nprovider = \"acme\"\nsecrets = [\"acme-secret\"]\n";
+    let path = dir.path().join("hookbridge.toml");
+    std::fs::write(&path, &config).unwrap();
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let config_arg = path.to_str().unwrap();
+    let (ok, out) = run(&["check", "--config", config_arg]);
+    assert!(ok && out.contains("POST /webhooks/acme  provider acme"), "{out}");
+    let (ok, out) = run(&["providers", "list", "--config", config_arg]);
+    assert!(ok, "{out}");
+    for line in ["acme ", "sendgrid ", "mandrill ", "mailpace "] {
+        assert!(out.lines().any(|l| l.starts_with(line)), "{line} in\n{out}");
+    }
+    assert!(out.lines().any(|l| l.starts_with("acme") && l.contains("user")), "{out}");
+    let (ok, out) = run(&["providers", "show", "sendgrid"]);
+    assert!(ok && out.contains("X-Twilio-Email-Event-Webhook-Signature") && out.contains("spamreport -> email.complained"), "{out}");
+    assert!(out.contains("unconfirmed:"), "{out}");
+    let (ok, out) = run(&["providers", "show", "acme", "--config", config_arg]);
+    assert!(ok && out.contains("HMAC-SHA512 (base64url) of `{timestamp}.{body}`") && out.contains("acme.toml"), "{out}");
+    let (ok, out) = run(&["providers", "show", "nope"]);
+    assert!(!ok && out.contains("unknown provider `nope`"), "{out}");
+
+    // A broken definition: the file and the key path of each problem.
+    std::fs::write(providers.join("broken.toml"), "name = \"broken\"\n[[auth]]\ntype = \"hmac\"\nsignature = { header = \"x-sig\" }\nsigned = \"{nonce}\"\n[event]\ntype = \"kind\"\n").unwrap();
+    let (ok, out) = run(&["check", "--config", config_arg]);
+    assert!(!ok, "{out}");
+    for expected in ["broken.toml auth[0].signed", "`{nonce}` is not one of", "broken.toml event.type"] {
+        assert!(out.contains(expected), "{expected} in\n{out}");
+    }
+    std::fs::remove_file(providers.join("broken.toml")).unwrap();
+
+    let mut running = Running::start(&path);
+    let base = format!("http://{}", running.webhooks);
+    let runs: [(&str, &[&str]); 5] = [
+        ("acme", &["--secret", "acme-secret", "--event", "mail.bounced", "--config", config_arg]),
+        ("sendgrid", &["--key", &private, "--event", "bounce", "--batch", "3"]),
+        ("mandrill", &["--secret", keys::CATALOGUE_SECRET, "--webhook-url", keys::MANDRILL_URL, "--event", "open"]),
+        ("postmark", &["--username", keys::BASIC_USERNAME, "--password", "env:IT_POSTMARK_PASSWORD", "--event", "Delivery"]),
+        ("resend", &["--secret", keys::CATALOGUE_SECRET, "--event", "email.complained", "--count", "2"]),
+    ];
+    for (source, extra) in runs {
+        let out = Command::new(BIN)
+            .args(["send-sample", "--source", source, "--url", &base])
+            .args(extra)
+            .env("IT_POSTMARK_PASSWORD", keys::BASIC_PASSWORD)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{source}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.lines().all(|l| l.starts_with("200 ")), "{stdout}");
+    }
+    let out = Command::new(BIN)
+        .args(["send-sample", "--source", "acme", "--url", &base, "--secret", "wrong", "--event", "mail.bounced"])
+        .args(["--config", config_arg])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+    sigterm(&running.child);
+    let status = tokio::task::spawn_blocking(move || running.child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+
+    let bus = EmbeddedBus::open(EmbeddedOptions::new(dir.path().join("bus"))).unwrap();
+    let events: Vec<serde_json::Value> = bus.read_all().unwrap().iter().map(checked).collect();
+    let summary: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e["provider"].as_str().unwrap().to_owned(), e["type"].as_str().unwrap().to_owned()))
+        .collect();
+    let count = |p: &str, t: &str| summary.iter().filter(|(a, b)| a == p && b == t).count();
+    assert_eq!(count("acme", "email.bounced"), 1, "{summary:?}");
+    assert_eq!(count("sendgrid", "email.bounced"), 3, "{summary:?}");
+    assert_eq!(count("mandrill", "email.opened"), 1, "{summary:?}");
+    assert_eq!(count("postmark", "email.delivered"), 1, "{summary:?}");
+    assert_eq!(count("resend", "email.complained"), 2, "{summary:?}");
+    let acme = events.iter().find(|e| e["provider"] == "acme").unwrap();
+    assert_eq!(acme["data"]["bounce"], serde_json::json!({"kind": "soft", "code": null, "message": "mailbox full"}));
+    assert_eq!(acme["subject"], "<0.sample@acme.example>".replace('0', &acme["subject"].as_str().unwrap()[1..].split('.').next().unwrap()));
+}

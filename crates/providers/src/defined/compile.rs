@@ -95,7 +95,7 @@ impl Problems {
         let raw = raw?;
         let mut found = Vec::new();
         if let Some(h) = raw.header {
-            let names: Vec<String> = h.into_vec().into_iter().map(|n| n.to_ascii_lowercase()).collect();
+            let names: Vec<String> = h.into_vec();
             if names.is_empty() || names.iter().any(|n| http::HeaderName::from_bytes(n.as_bytes()).is_err()) {
                 self.push(format!("{key}.header"), "must name one or more valid headers");
             }

@@ -164,7 +164,7 @@ impl DefinedSigner {
         let mut query = Vec::new();
         let mut form_extra: Vec<(String, String)> = Vec::new();
         let mut place = |loc: &Option<Location>, text: &str, elements: &mut Vec<Value>| match loc {
-            Some(Location::Header(names)) => headers.push((names[0].clone(), text.to_owned())),
+            Some(Location::Header(names)) => headers.push((names[0].to_ascii_lowercase(), text.to_owned())),
             Some(Location::Json(p)) => {
                 for e in elements.iter_mut() {
                     p.set(e, Value::String(text.to_owned()));
@@ -188,7 +188,7 @@ impl DefinedSigner {
             (AuthKind::Token, Credential::Secret(token)) => {
                 let value = format!("{}{token}", auth.token_prefix.as_deref().unwrap_or_default());
                 match &auth.token {
-                    Some(Location::Header(names)) => headers.push((names[0].clone(), value)),
+                    Some(Location::Header(names)) => headers.push((names[0].to_ascii_lowercase(), value)),
                     Some(Location::Query(q)) => query.push((q.clone(), value)),
                     _ => {}
                 }
@@ -210,7 +210,7 @@ impl DefinedSigner {
                 };
                 let value = format!("{}{encoded}", auth.signature_prefix.as_deref().unwrap_or_default());
                 match &auth.signature {
-                    Some(Location::Header(names)) => headers.push((names[0].clone(), value)),
+                    Some(Location::Header(names)) => headers.push((names[0].to_ascii_lowercase(), value)),
                     Some(Location::Json(p)) => {
                         for e in &mut elements {
                             p.set(e, Value::String(value.clone()));
