@@ -14,11 +14,12 @@ use hookbridge_bus::{Error, PublishOutcome, Publisher};
 use hookbridge_event::{Event, TopicName};
 use hookbridge_providers::builtin_catalogue;
 use hookbridge_providers::defined::{Credential, DefinedSigner};
-use hookbridge_testkit::{TestApp, checked, keys};
+use hookbridge_testkit::{TestApp, checked, keys, sns};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_catalogue_event_is_published_once_on_its_topic() {
+    let _sns = sns::serve().await;
     let app = TestApp::spawn().await;
     let mut expected = 0;
     for definition in builtin_catalogue().iter() {
@@ -64,7 +65,14 @@ fn sent_element(request: &hookbridge_providers::defined::SignedRequest) -> Value
     } else {
         serde_json::from_slice(&request.body).unwrap()
     };
-    if let Value::Array(items) = json { items[0].clone() } else { json }
+    match json {
+        Value::Array(items) => items[0].clone(),
+        // An SNS envelope: the event is its Message.
+        Value::Object(map) if map.contains_key("TopicArn") => {
+            serde_json::from_str(map["Message"].as_str().unwrap()).unwrap()
+        }
+        other => other,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,4 +282,121 @@ async fn an_address_allow_list_admits_loopback_and_the_head_probe_answers() {
     assert_eq!(head.status().as_u16(), 200, "Mandrill checks the URL with HEAD");
     let head = client.head(app.url("nope")).send().await.unwrap();
     assert_eq!(head.status().as_u16(), 404);
+}
+
+/// An SES event as SES publishes it to SNS.
+fn ses_event(event_type: &str, extra: Value) -> String {
+    let mut event = serde_json::json!({
+        "eventType": event_type,
+        "mail": {
+            "timestamp": "2026-12-05T10:00:00.000Z",
+            "source": "billing@acme.example",
+            "messageId": "0107-ses-message-1",
+            "destination": ["ada@example.com"],
+            "commonHeaders": { "subject": "Invoice #4200" }
+        }
+    });
+    if let (Value::Object(map), Value::Object(more)) = (&mut event, extra) {
+        map.extend(more);
+    }
+    event.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ses_through_sns_verifies_v1_and_v2_checks_topic_and_host_and_confirms_subscriptions() {
+    let server = sns::serve().await;
+    let app = TestApp::spawn().await;
+    let now = Utc::now();
+    let bounce = ses_event(
+        "Bounce",
+        serde_json::json!({"bounce": {"bounceType": "Transient", "bouncedRecipients": [{"emailAddress": "ada@example.com", "status": "4.2.2", "diagnosticCode": "smtp; 452 mailbox full"}], "timestamp": "2026-12-05T10:00:01.000Z"}}),
+    );
+    let complaint = ses_event(
+        "Complaint",
+        serde_json::json!({"complaint": {"complainedRecipients": [{"emailAddress": "grace@example.org"}], "complaintFeedbackType": "abuse", "timestamp": "2026-12-05T10:00:02.000Z"}}),
+    );
+    let post = |body: Vec<u8>| {
+        let request = hookbridge_providers::defined::SignedRequest {
+            body,
+            content_type: "text/plain; charset=UTF-8",
+            headers: Vec::new(),
+            query: Vec::new(),
+        };
+        let app = &app;
+        async move { app.post_signed("ses", &request).await }
+    };
+
+    // SignatureVersion 1 (SHA1) and 2 (SHA256); the certificate is fetched once.
+    let (status, answer) = post(sns::message(sns::notification(&bounce, "msg-1", now), "1")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["id"], "msg-1", "the SNS MessageId is the event id");
+    let (status, answer) = post(sns::message(sns::notification(&complaint, "msg-2", now), "2")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(server.cert_fetches.load(Ordering::SeqCst), 1, "the certificate is cached");
+    let events = app.published().await;
+    assert_eq!(events.len(), 2);
+    let bounced = checked(&events[0]);
+    assert_eq!((bounced["type"].as_str(), bounced["providerevent"].as_str()), (Some("email.bounced"), Some("Bounce")));
+    assert_eq!(
+        bounced["data"]["bounce"],
+        serde_json::json!({"kind": "soft", "code": "4.2.2", "message": "smtp; 452 mailbox full"})
+    );
+    assert_eq!(bounced["subject"], "0107-ses-message-1");
+    assert_eq!(
+        bounced["data"]["original"],
+        serde_json::from_str::<Value>(&bounce).unwrap(),
+        "the SES event, not the envelope"
+    );
+    let complained = checked(&events[1]);
+    assert_eq!(complained["data"]["complaint"]["kind"], "abuse");
+    assert_eq!(complained["data"]["to"], serde_json::json!(["grace@example.org"]));
+
+    // The same notification again (SNS retries): a duplicate.
+    let (status, answer) = post(sns::message(sns::notification(&bounce, "msg-1", now), "2")).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+
+    let expect = |what: &str, got: (u16, Value), status: u16, reason: &str| {
+        assert_eq!((got.0, got.1["error"].as_str()), (status, Some(reason)), "{what}: {}", got.1);
+    };
+    // Another topic.
+    let mut other = sns::notification(&bounce, "msg-3", now);
+    other.topic_arn = "arn:aws:sns:eu-west-1:999999999999:someone-else".into();
+    expect("other topic", post(sns::message(other, "2")).await, 401, "topic_not_allowed");
+    // The certificate not over https, or on another host.
+    let mut plain = sns::notification(&bounce, "msg-4", now);
+    plain.signing_cert_url = plain.signing_cert_url.replace("https://", "http://");
+    expect("http certificate", post(sns::message(plain, "2")).await, 401, "malformed_signature");
+    let mut elsewhere = sns::notification(&bounce, "msg-5", now);
+    elsewhere.signing_cert_url = elsewhere.signing_cert_url.replace("127.0.0.1", "localhost");
+    expect("other host", post(sns::message(elsewhere, "2")).await, 401, "malformed_signature");
+    // A message changed after signing.
+    let signed = sns::message(sns::notification(&bounce, "msg-6", now), "2");
+    let changed = String::from_utf8(signed).unwrap().replace("Transient", "Permanent").into_bytes();
+    expect("changed message", post(changed).await, 401, "invalid_signature");
+    // The certificate cannot be fetched: 503, so SNS retries.
+    let mut unreachable = sns::notification(&bounce, "msg-7", now);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    unreachable.signing_cert_url = format!("https://127.0.0.1:{closed}/cert.pem");
+    expect("no certificate", post(sns::message(unreachable, "2")).await, 503, "cannot_verify");
+
+    // A subscription confirmation: its SubscribeURL is fetched, nothing published.
+    let mut confirm = sns::notification("You have chosen to subscribe to the topic", "msg-8", now);
+    confirm.kind = "SubscriptionConfirmation".into();
+    confirm.token = Some("token-123".into());
+    confirm.subscribe_url = Some(format!("{}/confirm?Action=ConfirmSubscription&Token=token-123", server.base));
+    let (status, answer) = post(sns::message(confirm.clone(), "1")).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("subscription_confirmed")), "{answer}");
+    assert_eq!(server.confirmations.load(Ordering::SeqCst), 1);
+    assert!(server.confirmed.lock().unwrap().as_deref().unwrap().contains("Token=token-123"));
+    // A SubscribeURL elsewhere is never fetched.
+    confirm.subscribe_url = Some("https://attacker.example/confirm".into());
+    expect("subscribe elsewhere", post(sns::message(confirm, "2")).await, 401, "malformed_signature");
+    let mut unsubscribe = sns::notification("unsubscribed", "msg-9", now);
+    unsubscribe.kind = "UnsubscribeConfirmation".into();
+    unsubscribe.token = Some("t".into());
+    unsubscribe.subscribe_url = Some(format!("{}/confirm?again", server.base));
+    let (status, answer) = post(sns::message(unsubscribe, "2")).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("ignored")), "{answer}");
+    assert_eq!(server.confirmations.load(Ordering::SeqCst), 1, "an unsubscribe confirmation is not followed");
+    assert_eq!(app.published().await.len(), 2, "nothing but the two notifications was published");
 }

@@ -250,7 +250,10 @@ async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() 
 
     let run = |args: &[&str]| {
         let out = Command::new(BIN).args(args).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let config_arg = path.to_str().unwrap();
     let (ok, out) = run(&["check", "--config", config_arg]);
@@ -262,10 +265,16 @@ async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() 
     }
     assert!(out.lines().any(|l| l.starts_with("acme") && l.contains("user")), "{out}");
     let (ok, out) = run(&["providers", "show", "sendgrid"]);
-    assert!(ok && out.contains("X-Twilio-Email-Event-Webhook-Signature") && out.contains("spamreport -> email.complained"), "{out}");
+    assert!(
+        ok && out.contains("X-Twilio-Email-Event-Webhook-Signature") && out.contains("spamreport -> email.complained"),
+        "{out}"
+    );
     assert!(out.contains("unconfirmed:"), "{out}");
     let (ok, out) = run(&["providers", "show", "acme", "--config", config_arg]);
-    assert!(ok && out.contains("HMAC-SHA512 (base64url) of `{timestamp}.{body}`") && out.contains("acme.toml"), "{out}");
+    assert!(
+        ok && out.contains("HMAC-SHA512 (base64url) of `{timestamp}.{body}`") && out.contains("acme.toml"),
+        "{out}"
+    );
     let (ok, out) = run(&["providers", "show", "nope"]);
     assert!(!ok && out.contains("unknown provider `nope`"), "{out}");
 
@@ -284,7 +293,10 @@ async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() 
         ("acme", &["--secret", "acme-secret", "--event", "mail.bounced", "--config", config_arg]),
         ("sendgrid", &["--key", &private, "--event", "bounce", "--batch", "3"]),
         ("mandrill", &["--secret", keys::CATALOGUE_SECRET, "--webhook-url", keys::MANDRILL_URL, "--event", "open"]),
-        ("postmark", &["--username", keys::BASIC_USERNAME, "--password", "env:IT_POSTMARK_PASSWORD", "--event", "Delivery"]),
+        (
+            "postmark",
+            &["--username", keys::BASIC_USERNAME, "--password", "env:IT_POSTMARK_PASSWORD", "--event", "Delivery"],
+        ),
         ("resend", &["--secret", keys::CATALOGUE_SECRET, "--event", "email.complained", "--count", "2"]),
     ];
     for (source, extra) in runs {
@@ -322,5 +334,5 @@ async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() 
     assert_eq!(count("resend", "email.complained"), 2, "{summary:?}");
     let acme = events.iter().find(|e| e["provider"] == "acme").unwrap();
     assert_eq!(acme["data"]["bounce"], serde_json::json!({"kind": "soft", "code": null, "message": "mailbox full"}));
-    assert_eq!(acme["subject"], "<0.sample@acme.example>".replace('0', &acme["subject"].as_str().unwrap()[1..].split('.').next().unwrap()));
+    assert!(acme["subject"].as_str().unwrap().ends_with(".sample@acme.example>"), "{acme}");
 }

@@ -381,6 +381,17 @@ pub struct SourceConfig {
     /// Addresses or networks (CIDR) requests may come from; others get 403.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
+    /// Amazon SNS (`ses`): the topics whose messages are accepted.
+    #[serde(default)]
+    pub topic_arns: Vec<String>,
+    /// Amazon SNS: confirm a subscription by fetching its SubscribeURL.
+    pub confirm_subscriptions: Option<bool>,
+    /// Amazon SNS: the pattern (regex) the certificate and SubscribeURL
+    /// hosts must match; default Amazon's SNS hosts.
+    pub signing_cert_host: Option<String>,
+    /// Amazon SNS: a PEM CA certificate trusted when fetching them, beside
+    /// the system's roots.
+    pub signing_cert_ca: Option<std::path::PathBuf>,
     /// Whippy: `hmac-sha256-hex` (default), `hmac-sha256-base64` or `timestamped`.
     pub signature: Option<String>,
     /// Whippy `timestamped`: how far the signed time may be from now.

@@ -77,6 +77,7 @@ pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str, catalogue: &Catalo
         password: one("password", &raw.password, &mut problems),
         webhook_url: raw.webhook_url.clone(),
         allowed_ips: !raw.allowed_ips.is_empty(),
+        sns: sns_settings(raw, provider.as_ref(), at, &mut problems),
     };
     // Each provider's rules are its own (hookbridge-providers).
     let verifier = provider.as_ref().and_then(|p| {
@@ -103,4 +104,42 @@ pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str, catalogue: &Catalo
         }),
         _ => Err(problems),
     }
+}
+
+/// The SNS keys of a source: for SNS providers, or to be refused by others.
+fn sns_settings(
+    raw: &raw::SourceConfig,
+    provider: Option<&Provider>,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<hookbridge_providers::defined::sns::SnsSettings> {
+    let is_sns = matches!(provider, Some(Provider::Defined(d)) if d.credentials().contains(&"topic_arns"));
+    let any = !raw.topic_arns.is_empty()
+        || raw.confirm_subscriptions.is_some()
+        || raw.signing_cert_host.is_some()
+        || raw.signing_cert_ca.is_some();
+    if !is_sns && !any {
+        return None;
+    }
+    for (j, arn) in raw.topic_arns.iter().enumerate() {
+        if !arn.starts_with("arn:") || arn.split(':').count() != 6 {
+            problems.push((
+                format!("{at}.topic_arns[{j}]"),
+                format!("`{arn}` is not a topic ARN (arn:aws:sns:<region>:<account>:<name>)"),
+            ));
+        }
+    }
+    let cert_ca_pem = raw.signing_cert_ca.as_ref().and_then(|path| match std::fs::read(path) {
+        Ok(pem) => Some(pem),
+        Err(e) => {
+            problems.push((format!("{at}.signing_cert_ca"), format!("cannot read {}: {e}", path.display())));
+            None
+        }
+    });
+    Some(hookbridge_providers::defined::sns::SnsSettings {
+        topic_arns: raw.topic_arns.clone(),
+        confirm_subscriptions: raw.confirm_subscriptions.unwrap_or(false),
+        cert_host: raw.signing_cert_host.clone(),
+        cert_ca_pem,
+    })
 }

@@ -29,6 +29,8 @@ pub enum IngressError {
     Overloaded,
     #[error("the event could not be stored; retry later")]
     Unavailable,
+    #[error("the signature cannot be checked now; retry later")]
+    CannotVerify,
 }
 
 #[derive(Serialize)]
@@ -46,7 +48,7 @@ impl IngressError {
             Self::BadRequest(_) | Self::UnreadableBody => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded | Self::CannotVerify => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -89,7 +91,7 @@ impl IngressErrorKind {
             Self::BadRequest | Self::UnreadableBody => "bad_request",
             Self::TooLarge => "too_large",
             Self::SlowBody => "timeout",
-            Self::Unavailable => "unavailable",
+            Self::Unavailable | Self::CannotVerify => "unavailable",
             Self::Overloaded => "overloaded",
         }
     }
@@ -105,6 +107,7 @@ impl IngressErrorKind {
             Self::UnreadableBody => Some("unreadable_body"),
             Self::SlowBody => Some("slow_body"),
             Self::Unavailable => Some("unavailable"),
+            Self::CannotVerify => Some("cannot_verify"),
             Self::Overloaded => Some("overloaded"),
         }
     }
@@ -115,7 +118,7 @@ impl IntoResponse for IngressError {
         let mut response =
             (self.status(), Json(ErrorBody { error: self.code(), message: self.to_string() })).into_response();
         match self {
-            Self::Unavailable => {
+            Self::Unavailable | Self::CannotVerify => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Self::Overloaded => {
@@ -148,12 +151,13 @@ mod tests {
             IngressError::UnreadableBody,
             IngressError::SlowBody(std::time::Duration::from_secs(1)),
             IngressError::Unavailable,
+            IngressError::CannotVerify,
             IngressError::Overloaded,
         ] {
             assert!(labels.contains(&(error.outcome(), error.code())), "{error:?} is listed");
         }
         assert!(labels.contains(&("unauthorized", "missing_signature")));
         assert!(labels.contains(&("bad_request", "invalid_payload")));
-        assert_eq!(labels.len(), 16);
+        assert_eq!(labels.len(), 19);
     }
 }

@@ -13,7 +13,12 @@ pub const UNKNOWN_SOURCE: &str = "unknown";
 /// Every (outcome, reason) pair the ingress answers with: the two answers
 /// that publish, then every rejection the error enums can express.
 fn outcomes() -> Vec<(&'static str, &'static str)> {
-    let mut outcomes = vec![("accepted", "none"), ("duplicate", "none")];
+    let mut outcomes = vec![
+        ("accepted", "none"),
+        ("duplicate", "none"),
+        ("accepted", "subscription_confirmed"),
+        ("accepted", "ignored"),
+    ];
     outcomes.extend(crate::IngressError::labels());
     outcomes
 }

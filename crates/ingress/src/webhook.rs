@@ -52,6 +52,10 @@ pub(crate) async fn receive(
     let result = handle(&ingress, &name, request, body, span.context()).await;
     let source = if ingress.sources.contains_key(&name) { name.as_str() } else { crate::metrics::UNKNOWN_SOURCE };
     let (outcome, reason) = match &result {
+        // An SNS handshake is answered 200 without an event.
+        Ok(accepted) if accepted.events.is_none() && accepted.id.is_none() && accepted.status != "accepted" => {
+            ("accepted", accepted.status)
+        }
         Ok(accepted) => (accepted.status, "none"),
         Err(error) => (error.outcome(), error.code()),
     };
@@ -131,10 +135,19 @@ async fn handle(
     let now = Utc::now();
     let verified = match source.verifier.verify_concurrent(headers, &body, request.query, now).await {
         Ok(verified) => verified,
+        Err(hookbridge_providers::VerifyError::CertificateUnavailable) => {
+            tracing::warn!(source = %name, "webhook not verified: the signing certificate cannot be fetched; answered 503");
+            return Err(IngressError::CannotVerify);
+        }
         Err(error) => {
             tracing::warn!(source = %name, reason = error.code(), "webhook rejected: signature");
             return Err(error.into());
         }
+    };
+    let handshake = match verified.sns {
+        Some(hookbridge_providers::defined::sns::SnsOutcome::Confirmed) => Some("subscription_confirmed"),
+        Some(hookbridge_providers::defined::sns::SnsOutcome::Ignored) => Some("ignored"),
+        _ => None,
     };
     let parts = hookbridge_providers::Request { headers, body: &body, query: request.query };
     let mut events =
@@ -173,6 +186,9 @@ async fn handle(
         items.push(BatchItem { id: event.id.clone(), status });
     }
     source.verifier.accepted(verified);
+    if let Some(status) = handshake {
+        return Ok(Accepted { status, id: None, events: None });
+    }
     let status = if any_new || items.is_empty() { "accepted" } else { "duplicate" };
     if batch {
         Ok(Accepted { status, id: None, events: Some(items) })

@@ -19,6 +19,12 @@ pub enum VerifyError {
     InvalidCredentials,
     #[error("this signed request was already accepted (replayed token)")]
     Replayed,
+    #[error("the message's topic is not one this source accepts")]
+    TopicNotAllowed,
+    /// Not the sender's fault: the signing certificate could not be fetched
+    /// (answered 503, so the provider retries).
+    #[error("the signing certificate cannot be fetched now; retry later")]
+    CertificateUnavailable,
 }
 
 impl VerifyError {
@@ -40,6 +46,8 @@ impl VerifyErrorKind {
             Self::MissingCredentials => "missing_credentials",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Replayed => "replayed",
+            Self::TopicNotAllowed => "topic_not_allowed",
+            Self::CertificateUnavailable => "certificate_unavailable",
         }
     }
 }

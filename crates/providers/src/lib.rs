@@ -222,6 +222,7 @@ impl Verifier {
     ) -> Result<Verified, VerifyError> {
         match self {
             Self::MailPace(v) => v.verify_batched(headers, body.clone()).await.map(|()| Verified::default()),
+            Self::Defined(v) => v.verify_async(&Request { headers, body, query }, now).await,
             other => other.verify(&Request { headers, body, query }, now),
         }
     }

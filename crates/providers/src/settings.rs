@@ -26,6 +26,8 @@ pub struct VerifierSettings {
     pub webhook_url: Option<String>,
     /// Whether the source lists `allowed_ips` (checked by the ingress).
     pub allowed_ips: bool,
+    /// Amazon SNS: topics, confirmation, where certificates come from.
+    pub sns: Option<crate::defined::sns::SnsSettings>,
 }
 
 /// One problem with a source's settings: the key (relative to the source,

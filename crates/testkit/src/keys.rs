@@ -87,6 +87,15 @@ pub fn catalogue_sources_toml() -> String {
             _ => format!("secrets = [\"whsec_cmV0aXJlZC1zZWNyZXQtMjQtYnl0ZXMh\", \"{CATALOGUE_SECRET}\"]"),
         };
         let url = if definition.signs_url() { format!("\nwebhook_url = \"{MANDRILL_URL}\"") } else { String::new() };
+        if definition.credentials().contains(&"topic_arns") {
+            out.push_str(&format!(
+                "[[ingress.sources]]\nname = \"{name}\"\nprovider = \"{name}\"\ntopic_arns = [\"{}\"]\nconfirm_subscriptions = true\nsigning_cert_host = '{}'\nsigning_cert_ca = \"{}\"\n",
+                crate::sns::TOPIC_ARN,
+                crate::sns::CERT_HOST,
+                crate::sns::pki().ca_path.display()
+            ));
+            continue;
+        }
         out.push_str(&format!("[[ingress.sources]]\nname = \"{name}\"\nprovider = \"{name}\"\n{credential}{url}\n"));
     }
     out
@@ -100,6 +109,11 @@ pub fn defined_signer(provider: &str) -> hookbridge_providers::defined::DefinedS
     use hookbridge_providers::defined::{Credential, DefinedSigner};
     let definition = hookbridge_providers::builtin_catalogue().get(provider).expect("a catalogue provider").clone();
     let credential = match definition.credentials().first().copied() {
+        Some("topic_arns") => Credential::Sns {
+            pkcs8: crate::sns::signing_key_pkcs8(),
+            cert_url: crate::sns::cert_url(),
+            topic_arn: crate::sns::TOPIC_ARN.into(),
+        },
         Some("public_keys") => Credential::EcdsaPkcs8(sendgrid_key().0.clone()),
         Some("username + password") => {
             Credential::Basic { username: BASIC_USERNAME.into(), password: BASIC_PASSWORD.into() }

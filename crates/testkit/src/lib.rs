@@ -8,6 +8,7 @@
 
 pub mod keys;
 pub mod recorder;
+pub mod sns;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

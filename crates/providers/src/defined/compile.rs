@@ -161,6 +161,10 @@ fn compile(raw: RawDefinition, builtin: bool) -> Result<Definition, Vec<Definiti
     if takes_secrets > 1 {
         p.push("auth", "only one hmac or token method may take the source's secrets");
     }
+    let sns_auth = auth.iter().any(|a| a.kind == AuthKind::Sns);
+    if sns_auth != (raw.body.shape == Shape::Sns) {
+        p.push("body.shape", "an sns method and the sns body shape go together");
+    }
     if raw.body.shape == Shape::FormJson && raw.body.field.is_none() {
         p.push("body.field", "a form_json body names the form field that holds the JSON");
     }

@@ -55,6 +55,27 @@ fn elements(definition: &Definition, body: &[u8], provider: &'static str) -> Res
                 .ok_or_else(|| PayloadError::shape(provider, format!("the form has no `{field}` field")))?;
             json_elements(value.as_bytes(), Shape::JsonOrArray, provider)
         }
+        Shape::Sns => {
+            let envelope: Value = serde_json::from_slice(body).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+            if envelope.get("Type").and_then(Value::as_str) != Some("Notification") {
+                // Subscription handshakes carry no event.
+                return Ok(Vec::new());
+            }
+            let message = envelope
+                .get("Message")
+                .and_then(Value::as_str)
+                .ok_or_else(|| PayloadError::shape(provider, "the SNS message has no Message"))?;
+            let raw: Box<RawValue> = serde_json::from_str(message)
+                .map_err(|e| PayloadError::shape(provider, format!("the SNS Message is not JSON: {e}")))?;
+            let mut element = element(raw, provider)?;
+            let mut lookup = envelope;
+            if let Some(map) = lookup.as_object_mut() {
+                map.remove("Message");
+                map.remove("Signature");
+            }
+            element.value.as_object_mut().expect("an object").insert("$envelope".into(), lookup);
+            Ok(vec![element])
+        }
         shape => json_elements(body, shape, provider),
     }
 }
@@ -246,7 +267,13 @@ pub(crate) fn normalize(
         let subject = first_text(&spec.subject, value);
         let time = spec.time.iter().find_map(|p| p.find(value)).and_then(|v| parse_time(v, spec.time_format));
         let normalized = normalized(definition, &ty, rule, value, &name, subject.as_deref());
-        let original = source.redactor.original(&element.raw, value);
+        let original = if definition.shape == Shape::Sns {
+            let mut value = value.clone();
+            value.as_object_mut().expect("an object").remove("$envelope");
+            source.redactor.original(&element.raw, &value)
+        } else {
+            source.redactor.original(&element.raw, value)
+        };
         events.push(Event {
             specversion: SPEC_VERSION.to_owned(),
             id,

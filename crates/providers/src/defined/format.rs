@@ -43,6 +43,8 @@ pub(crate) enum AuthKind {
     EcdsaP256,
     Basic,
     Token,
+    /// An Amazon SNS message signature (the body is the SNS envelope).
+    Sns,
     None,
 }
 
@@ -156,6 +158,9 @@ pub(crate) enum Shape {
     JsonOrArray,
     /// A form whose `field` holds a JSON array (or object).
     FormJson,
+    /// An Amazon SNS envelope whose `Message` is the JSON event; the
+    /// envelope's fields are readable at `/$envelope/...`.
+    Sns,
 }
 
 #[derive(Debug, Default, Deserialize)]

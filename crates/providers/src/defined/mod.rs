@@ -12,6 +12,7 @@ mod extract;
 pub(crate) mod format;
 pub mod pointer;
 pub(crate) mod sample;
+pub mod sns;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("sparkpost.toml", include_str!("../../definitions/sparkpost.toml")),
     ("mandrill.toml", include_str!("../../definitions/mandrill.toml")),
     ("customerio.toml", include_str!("../../definitions/customerio.toml")),
+    ("ses.toml", include_str!("../../definitions/ses.toml")),
 ];
 
 /// One provider, as its definition describes it.
@@ -190,7 +192,7 @@ impl Definition {
 
     /// Whether its requests carry several events.
     pub fn batches(&self) -> bool {
-        self.shape != Shape::Json
+        matches!(self.shape, Shape::JsonArray | Shape::JsonOrArray | Shape::FormJson)
     }
 
     /// The body shape, for `providers show`.
@@ -199,6 +201,7 @@ impl Definition {
             Shape::Json => "one JSON object".into(),
             Shape::JsonArray => "a JSON array, one event per element".into(),
             Shape::JsonOrArray => "a JSON object, or an array of them (a batch)".into(),
+            Shape::Sns => "an Amazon SNS message whose Message is the event".into(),
             Shape::FormJson => format!(
                 "a form whose `{}` field holds a JSON array, one event per element",
                 self.form_field.as_deref().unwrap_or("?")
@@ -214,6 +217,7 @@ impl Definition {
                 AuthKind::Hmac | AuthKind::Token => "secrets",
                 AuthKind::Ed25519 | AuthKind::EcdsaP256 => "public_keys",
                 AuthKind::Basic => "username + password",
+                AuthKind::Sns => "topic_arns",
                 AuthKind::None => "allowed_ips",
             };
             if !keys.contains(&key) {

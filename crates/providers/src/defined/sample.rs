@@ -26,6 +26,13 @@ pub enum Credential {
         username: String,
         password: String,
     },
+    /// Amazon SNS: an RSA private key (PKCS#8 DER) whose certificate is
+    /// served at `cert_url`; messages of `topic_arn`, SignatureVersion 2.
+    Sns {
+        pkcs8: Vec<u8>,
+        cert_url: String,
+        topic_arn: String,
+    },
     /// Nothing: the source trusts addresses.
     None,
 }
@@ -91,6 +98,7 @@ impl DefinedSigner {
                     | (AuthKind::EcdsaP256, Credential::EcdsaPkcs8(_))
                     | (AuthKind::Ed25519, Credential::Ed25519(_))
                     | (AuthKind::Basic, Credential::Basic { .. })
+                    | (AuthKind::Sns, Credential::Sns { .. })
                     | (AuthKind::None, Credential::None)
             )
         })
@@ -182,6 +190,28 @@ impl DefinedSigner {
         }
         let serialize = |elements: &[Value], form_extra: &[(String, String)]| encode(d, elements, form_extra);
         let (mut body, content_type) = serialize(&elements, &form_extra);
+        if let (AuthKind::Sns, Credential::Sns { pkcs8, cert_url, topic_arn }) = (auth.kind, self.credential.as_ref()) {
+            let message = String::from_utf8(body).expect("JSON is UTF-8");
+            let envelope = sns_envelope(
+                &message,
+                &format!("{seq:08x}-0000-4000-8000-{:012x}", now.timestamp_micros()),
+                topic_arn,
+                cert_url,
+                now,
+                |text| {
+                    let pair = signature::RsaKeyPair::from_pkcs8(pkcs8).expect("an RSA PKCS#8 key");
+                    let mut sig = vec![0; pair.public().modulus_len()];
+                    pair.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), text, &mut sig).expect("RSA signing");
+                    ("2", sig)
+                },
+            );
+            return SignedRequest {
+                body: envelope,
+                content_type: "text/plain; charset=UTF-8",
+                headers: vec![("x-amz-sns-message-type".into(), "Notification".into())],
+                query,
+            };
+        }
         match (auth.kind, self.credential.as_ref()) {
             (AuthKind::Basic, Credential::Basic { username, password }) => headers
                 .push(("authorization".into(), format!("Basic {}", STANDARD.encode(format!("{username}:{password}"))))),
@@ -231,6 +261,36 @@ impl DefinedSigner {
     }
 }
 
+/// An SNS Notification envelope carrying `message`, signed by `sign`
+/// (which returns the SignatureVersion and the signature of the string to
+/// sign).
+pub fn sns_envelope(
+    message: &str,
+    message_id: &str,
+    topic_arn: &str,
+    cert_url: &str,
+    now: DateTime<Utc>,
+    sign: impl FnOnce(&[u8]) -> (&'static str, Vec<u8>),
+) -> Vec<u8> {
+    let mut envelope = super::sns::Envelope {
+        kind: "Notification".into(),
+        message_id: message_id.into(),
+        topic_arn: topic_arn.into(),
+        subject: None,
+        message: message.into(),
+        timestamp: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        signature_version: String::new(),
+        signature: String::new(),
+        signing_cert_url: cert_url.into(),
+        subscribe_url: None,
+        token: None,
+    };
+    let (version, signature) = sign(envelope.string_to_sign().as_bytes());
+    envelope.signature_version = version.into();
+    envelope.signature = STANDARD.encode(signature);
+    serde_json::to_vec(&envelope.to_json()).expect("json")
+}
+
 /// The body of `elements` in the definition's shape.
 fn encode(d: &Definition, elements: &[Value], form_extra: &[(String, String)]) -> (Vec<u8>, &'static str) {
     match d.shape {
@@ -239,6 +299,7 @@ fn encode(d: &Definition, elements: &[Value], form_extra: &[(String, String)]) -
             (serde_json::to_vec(&elements[0]).expect("json"), "application/json")
         }
         Shape::JsonArray | Shape::JsonOrArray => (serde_json::to_vec(elements).expect("json"), "application/json"),
+        Shape::Sns => (serde_json::to_vec(&elements[0]).expect("json"), "application/json"),
         Shape::FormJson => {
             let mut form = form_urlencoded::Serializer::new(String::new());
             form.append_pair(

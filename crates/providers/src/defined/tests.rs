@@ -36,7 +36,9 @@ fn credentials(definition: &Definition) -> (VerifierSettings, sample::Credential
             settings.password = Some("s3cret-pass".into());
             sample::Credential::Basic { username: "hookbridge".into(), password: "s3cret-pass".into() }
         }
-        AuthKind::Ed25519 | AuthKind::None => unreachable!("no built-in starts with these"),
+        AuthKind::Ed25519 | AuthKind::None | AuthKind::Sns => {
+            unreachable!("tested end to end (SNS fetches certificates)")
+        }
     };
     if definition.signs_url() {
         settings.webhook_url = Some("https://hooks.acme.example/webhooks/mandrill".into());
@@ -84,9 +86,9 @@ fn every_builtin_event_verifies_and_maps_to_its_type() {
     let catalogue = Catalogue::builtin();
     assert_eq!(
         catalogue.names(),
-        ["brevo", "customerio", "loops", "mailgun", "mandrill", "postmark", "resend", "sendgrid", "sparkpost"]
+        ["brevo", "customerio", "loops", "mailgun", "mandrill", "postmark", "resend", "sendgrid", "ses", "sparkpost"]
     );
-    for definition in catalogue.iter() {
+    for definition in catalogue.iter().filter(|d| d.name != "ses") {
         let f = fixture(&definition.name);
         for (n, rule) in definition.rules.iter().enumerate() {
             let now = Utc::now();

@@ -44,6 +44,8 @@ impl<'a> Request<'a> {
 #[must_use]
 pub struct Verified {
     token: Option<String>,
+    /// What an SNS message was (SNS providers).
+    pub sns: Option<super::sns::SnsOutcome>,
 }
 
 /// A source's verifier for a defined provider.
@@ -62,6 +64,7 @@ enum Keys {
     Ecdsa(Vec<Vec<u8>>),
     Basic(SecretString, SecretString),
     Token(Vec<SecretSlice<u8>>),
+    Sns(Box<super::sns::SnsVerifier>),
     None,
 }
 
@@ -73,6 +76,7 @@ impl std::fmt::Debug for Keys {
             Self::Ecdsa(k) => ("ecdsa_p256", k.len()),
             Self::Basic(..) => ("basic", 1),
             Self::Token(k) => ("token", k.len()),
+            Self::Sns(_) => ("sns", 0),
             Self::None => ("none", 0),
         };
         write!(f, "{kind}({n} keys, redacted)")
@@ -248,6 +252,22 @@ impl Verifier {
                         }
                     }
                 }
+                AuthKind::Sns => {
+                    let sns = settings.sns.clone().unwrap_or_default();
+                    if sns.topic_arns.is_empty() {
+                        problems.push(problem(
+                            "topic_arns",
+                            format!("{} accepts messages of the listed SNS topics only: list yours", definition.name),
+                        ));
+                    }
+                    match super::sns::SnsVerifier::new(&sns) {
+                        Ok(v) => Keys::Sns(Box::new(v)),
+                        Err((key, message)) => {
+                            problems.push(problem(key, message));
+                            continue;
+                        }
+                    }
+                }
                 AuthKind::None => Keys::None,
                 _ => continue,
             };
@@ -271,8 +291,12 @@ impl Verifier {
         if (settings.username.is_some() || settings.password.is_some()) && !takes_basic {
             problems.push(problem("username", format!("{name} takes no basic authentication")));
         }
+        let takes_sns = kinds.contains(&AuthKind::Sns);
+        if settings.sns.is_some() && !takes_sns {
+            problems.push(problem("topic_arns", format!("{name} is not an SNS provider")));
+        }
         let only_none = methods.iter().all(|(_, k)| matches!(k, Keys::None));
-        if only_none {
+        if only_none && !takes_sns {
             if kinds.contains(&AuthKind::None) {
                 if !settings.allowed_ips && problems.is_empty() {
                     problems.push(problem(
@@ -345,6 +369,21 @@ impl Verifier {
         Err(first_error.unwrap_or(VerifyError::InvalidSignature))
     }
 
+    /// [`verify`](Self::verify), with what needs the network (SNS
+    /// certificates, subscription confirmation).
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub async fn verify_async(&self, request: &Request<'_>, now: DateTime<Utc>) -> Result<Verified, VerifyError> {
+        for (_, keys) in &self.methods {
+            if let Keys::Sns(sns) = keys {
+                let outcome = sns.verify(request.body).await?;
+                return Ok(Verified { token: None, sns: Some(outcome) });
+            }
+        }
+        self.verify(request, now)
+    }
+
     /// Remembers what must not be accepted twice; call once the request's
     /// events are stored (so a retry after a 503 is still accepted).
     pub fn accepted(&self, verified: Verified) {
@@ -362,6 +401,7 @@ impl Verifier {
     ) -> Result<Verified, VerifyError> {
         match keys {
             Keys::None => Ok(Verified::default()),
+            Keys::Sns(_) => Err(VerifyError::CertificateUnavailable),
             Keys::Basic(user, password) => check_basic(request.headers, user, password),
             Keys::Token(tokens) => {
                 let location = auth.token.as_ref().expect("compiled: a token method has a location");
@@ -465,7 +505,7 @@ impl Verifier {
             {
                 return Err(VerifyError::Replayed);
             }
-            return Ok(Verified { token });
+            return Ok(Verified { token, sns: None });
         }
         Ok(Verified::default())
     }
@@ -608,6 +648,7 @@ pub(crate) fn describe(auth: &Auth) -> String {
             located(&auth.token),
             auth.token_prefix.as_ref().map(|p| format!(" after `{}`", p.trim())).unwrap_or_default()
         ),
+        AuthKind::Sns => "Amazon SNS signature (RSA SHA1 v1 / SHA256 v2) against the certificate at SigningCertURL (https, an SNS host); TopicArn allow-list (topic_arns)".into(),
         AuthKind::None => "none: only the source's allowed_ips".into(),
     };
     if let (Some(ts), true) =
