@@ -16,8 +16,8 @@ use crate::Args;
 #[derive(Debug)]
 pub struct Request {
     pub path: String,
-    pub header: &'static str,
-    pub value: String,
+    pub content_type: &'static str,
+    pub headers: Vec<(String, String)>,
     pub body: Bytes,
 }
 
@@ -84,12 +84,13 @@ pub async fn run(
                     break;
                 }
                 let r = &requests[i];
-                let request = hyper::Request::post(r.path.as_str())
+                let mut request = hyper::Request::post(r.path.as_str())
                     .header("host", "127.0.0.1")
-                    .header("content-type", "application/json")
-                    .header(r.header, r.value.as_str())
-                    .body(Full::new(r.body.clone()))
-                    .expect("valid request");
+                    .header("content-type", r.content_type);
+                for (name, value) in &r.headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+                let request = request.body(Full::new(r.body.clone())).expect("valid request");
                 let ok = match sender.send_request(request).await {
                     Ok(response) => {
                         let status = response.status();

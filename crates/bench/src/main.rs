@@ -28,6 +28,11 @@ use hookbridge_testkit::keys;
 
 use crate::load::{Report, Request};
 
+const MAILPIPE: &str = "hookbridge: Mailpipe (HMAC)";
+const DECLARATIVE: &str = "hookbridge: Mailpipe as a definition";
+const SENDGRID: &str = "hookbridge: SendGrid batch of 100";
+const SENDGRID_BATCH: usize = 100;
+
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark the hookbridge ingress over loopback")]
 struct Args {
@@ -201,13 +206,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // hookbridge itself, one fresh bus per scenario.
-    for (name, requests) in [("hookbridge: MailPace (Ed25519)", &mailpace), ("hookbridge: Mailpipe (HMAC)", &mailpipe)]
-    {
+    let declarative = retarget(&mailpipe, "mailpipe-declarative");
+    let sendgrid = defined_requests("sendgrid", "delivered", SENDGRID_BATCH, budget(&args, 1_000));
+    let resend = defined_requests("resend", "email.delivered", 1, budget(&args, 60_000));
+    let twin = format!(
+        "[[ingress.sources]]\nname = \"mailpipe-declarative\"\nprovider = \"mailpipe-declarative\"\nsecrets = [\"{}\"]\n",
+        keys::MAILPIPE_SECRET
+    );
+    for (name, requests) in [
+        ("hookbridge: MailPace (Ed25519)", &mailpace),
+        (MAILPIPE, &mailpipe),
+        (DECLARATIVE, &declarative),
+        (SENDGRID, &sendgrid),
+        ("hookbridge: Resend (Standard Webhooks)", &resend),
+    ] {
         if !wanted(name) {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let mut server = Server::hookbridge(&args.hookbridge, dir.path(), &broker)?;
+        let mut server = Server::hookbridge_with(&args.hookbridge, dir.path(), &broker, &twin)?;
         reports.push(load::run(name, server.addr, requests, false, &args).await?);
         server.stop();
     }
@@ -225,6 +242,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("{}: {:.0}% of the body-only ceiling", r.name, 100.0 * r.rate / ceiling.rate);
         }
     }
+    let find = |name: &str| reports.iter().find(|r| r.name == name);
+    if let (Some(twin), Some(code)) = (find(DECLARATIVE), find(MAILPIPE)) {
+        println!("declarative HMAC provider: {:.0}% of the built-in Mailpipe", 100.0 * twin.rate / code.rate);
+    }
+    if let Some(batch) = find(SENDGRID) {
+        let events = batch.rate * SENDGRID_BATCH as f64;
+        print!("SendGrid batches: {events:.0} events/s");
+        if let Some(bus) = find(CEILING_BUS) {
+            print!(", {:.0}% of the bus's publish ceiling", 100.0 * events / bus.rate);
+        }
+        println!();
+    }
     Ok(())
 }
 
@@ -240,13 +269,67 @@ fn signed_requests(source: &'static str, event: &'static str, count: usize) -> A
                     .step_by(threads)
                     .map(|seq| {
                         let (body, (header, value)) = keys::signed(&signer, event, seq as u64, now);
-                        Request { path: format!("/webhooks/{source}"), header, value, body: Bytes::from(body) }
+                        Request {
+                            path: format!("/webhooks/{source}"),
+                            content_type: "application/json",
+                            headers: vec![(header.to_owned(), value)],
+                            body: Bytes::from(body),
+                        }
                     })
                     .collect::<Vec<_>>()
             })
         })
         .collect();
     Arc::new(chunks.into_iter().flat_map(|c| c.join().expect("signing thread")).collect())
+}
+
+/// Distinct signed requests of a catalogue provider, `batch` events each.
+fn defined_requests(provider: &'static str, event: &'static str, batch: usize, count: usize) -> Arc<Vec<Request>> {
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let now = Utc::now();
+    let chunks: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let signer = keys::defined_signer(provider);
+                (t..count)
+                    .step_by(threads)
+                    .map(|seq| {
+                        let elements = (0..batch)
+                            .map(|i| signer.element(event, (seq * batch + i) as u64, now).expect("a sample"))
+                            .collect();
+                        let signed = signer.request(elements, seq as u64, now);
+                        Request {
+                            path: format!("/webhooks/{provider}"),
+                            content_type: signed.content_type,
+                            headers: signed.headers,
+                            body: Bytes::from(signed.body),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    Arc::new(chunks.into_iter().flat_map(|c| c.join().expect("signing thread")).collect())
+}
+
+/// Mailpipe's requests, sent to the source of the declarative twin.
+fn retarget(requests: &[Request], source: &str) -> Arc<Vec<Request>> {
+    Arc::new(
+        requests
+            .iter()
+            .map(|r| Request {
+                path: format!("/webhooks/{source}"),
+                content_type: r.content_type,
+                headers: r.headers.clone(),
+                body: r.body.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The example definitions (`examples/providers`), for the declarative twin.
+fn example_providers() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/providers")
 }
 
 /// The same MailPace events, published straight onto the bus.
@@ -324,14 +407,11 @@ impl Server {
         Ok(Self { child, addr: line.trim().parse().context("ceiling server address")?, streams: None })
     }
 
-    fn hookbridge(binary: &PathBuf, dir: &std::path::Path, broker: &Broker) -> anyhow::Result<Self> {
-        Self::hookbridge_with(binary, dir, broker, "")
-    }
-
     /// hookbridge with `extra` appended to its config.
     fn hookbridge_with(binary: &PathBuf, dir: &std::path::Path, broker: &Broker, extra: &str) -> anyhow::Result<Self> {
         let config = dir.join("hookbridge.toml");
-        let mut text = hookbridge_testkit::config_toml(&dir.join("bus"));
+        let mut text = hookbridge_testkit::config_toml(&dir.join("bus"))
+            .replace("[ingress]\n", &format!("[ingress]\nprovider_dirs = [\"{}\"]\n", example_providers().display()));
         // A fresh prefix (and stream) per scenario: the ids of one run are new to it.
         let n = rand_suffix();
         match broker {
@@ -507,6 +587,100 @@ fn steps() {
             }),
         );
     }
+    defined_steps(&time);
+}
+
+/// The catalogue's verification costs: ECDSA (SendGrid), RSA (SNS v1 and
+/// v2), HMAC as a definition against the built-in Mailpipe, and the
+/// normalization of a SendGrid batch.
+fn defined_steps(time: &dyn Fn(&str, u32, Box<dyn FnMut()>)) {
+    use hookbridge_providers::defined::Request;
+    let now = Utc::now();
+    let verify = |provider: &'static str, settings: hookbridge_providers::VerifierSettings, batch: usize| {
+        let signer = keys::defined_signer(provider);
+        let elements = (0..batch).map(|i| signer.element("delivered", i as u64, now).unwrap()).collect();
+        let signed = signer.request(elements, 1, now);
+        let mut headers = axum::http::HeaderMap::new();
+        for (k, v) in &signed.headers {
+            headers.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        let definition = signer.definition().clone();
+        let verifier = hookbridge_providers::defined::Verifier::new(definition.clone(), &settings).unwrap();
+        (signed.body, headers, verifier, definition)
+    };
+    let sendgrid = hookbridge_providers::VerifierSettings {
+        public_keys: vec![keys::sendgrid_key().1.clone()],
+        listed_public_keys: 1,
+        ..Default::default()
+    };
+    let (body, headers, verifier, definition) = verify("sendgrid", sendgrid, 100);
+    println!("sendgrid: batch of 100, body {} bytes", body.len());
+    let (b, h) = (body.clone(), headers.clone());
+    time(
+        "  verify ECDSA P-256 (sendgrid, 100 events)",
+        5_000,
+        Box::new(move || assert!(verifier.verify(&Request::new(&h, &b), now).is_ok())),
+    );
+    let meta = hookbridge_providers::SourceMeta {
+        event_source: "urn:hookbridge:source:bench".into(),
+        redactor: hookbridge_providers::Redactor::default(),
+    };
+    let provider = hookbridge_providers::Provider::Defined(definition);
+    time(
+        "  normalize (sendgrid, 100 events)",
+        2_000,
+        Box::new(move || {
+            let request = Request::new(&headers, &body);
+            std::hint::black_box(hookbridge_providers::normalize_all(&provider, &request, &meta, now).unwrap());
+        }),
+    );
+    // RSA as SNS signs: the string to sign of a typical SES notification.
+    let text = "Message\n{\"eventType\":\"Delivery\",\"mail\":{\"messageId\":\"m-1\"}}\nMessageId\nmsg-1\nTimestamp\n2026-12-05T10:00:00.000Z\nTopicArn\narn:aws:sns:eu-west-1:123456789012:t\nType\nNotification\n";
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&hookbridge_testkit::sns::signing_key_pkcs8()).unwrap();
+    use ring::signature::KeyPair as _;
+    let public = pair.public_key().as_ref().to_vec();
+    for (version, algorithm) in [
+        ("1 (SHA1)", &ring::signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY),
+        ("2 (SHA256)", &ring::signature::RSA_PKCS1_2048_8192_SHA256),
+    ] {
+        let signature = hookbridge_testkit::sns::sign(text.as_bytes(), if version.starts_with('1') { "1" } else { "2" });
+        let key = ring::signature::UnparsedPublicKey::new(algorithm, public.clone());
+        time(
+            &format!("  verify RSA-2048 SNS v{version}"),
+            20_000,
+            Box::new(move || assert!(key.verify(text.as_bytes(), &signature).is_ok())),
+        );
+    }
+    let (body, headers, verifier, _) = verify(
+        "resend",
+        hookbridge_providers::VerifierSettings {
+            secrets: vec![keys::CATALOGUE_SECRET.into()],
+            listed_secrets: 1,
+            ..Default::default()
+        },
+        1,
+    );
+    time(
+        "  verify Standard Webhooks (resend)",
+        20_000,
+        Box::new(move || assert!(verifier.verify(&Request::new(&headers, &body), now).is_ok())),
+    );
+    // HMAC: the Mailpipe twin against the built-in, on the same request.
+    let catalogue = hookbridge_providers::Catalogue::load(&[example_providers()]).expect("the examples load");
+    let twin = catalogue.get("mailpipe-declarative").expect("the twin").clone();
+    let settings = hookbridge_providers::VerifierSettings {
+        secrets: vec![keys::MAILPIPE_SECRET.into()],
+        listed_secrets: 1,
+        ..Default::default()
+    };
+    let verifier = hookbridge_providers::defined::Verifier::new(twin, &settings).unwrap();
+    let (body, (header, value)) = keys::signed(&keys::signer("mailpipe"), "email.sent", 1, now);
+    let headers = hookbridge_providers_headers(header, &value);
+    time(
+        "  verify HMAC as a definition (mailpipe twin)",
+        20_000,
+        Box::new(move || assert!(verifier.verify(&Request::new(&headers, &body), now).is_ok())),
+    );
 }
 
 fn hookbridge_providers_headers(name: &'static str, value: &str) -> axum::http::HeaderMap {

@@ -132,12 +132,12 @@ async fn scenario(
             for r in requests.iter().skip(s).step_by(senders) {
                 tick.tick().await;
                 let uri = if path.is_empty() { r.path.as_str() } else { path.as_str() };
-                let request = hyper::Request::post(uri)
-                    .header("host", "127.0.0.1")
-                    .header("content-type", "application/json")
-                    .header(r.header, r.value.as_str())
-                    .body(Full::new(r.body.clone()))
-                    .expect("valid request");
+                let mut request =
+                    hyper::Request::post(uri).header("host", "127.0.0.1").header("content-type", r.content_type);
+                for (name, value) in &r.headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+                let request = request.body(Full::new(r.body.clone())).expect("valid request");
                 let Ok(response) = sender.send_request(request).await else { continue };
                 let ok = response.status().is_success();
                 let Ok(body) = response.into_body().collect().await else { continue };

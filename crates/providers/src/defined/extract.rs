@@ -191,7 +191,11 @@ fn normalized(
             email.complaint = Some(Complaint { kind: field("complaint") });
         }
         if ty == taxonomy::EMAIL_OPENED || ty == taxonomy::EMAIL_CLICKED {
-            email.engagement = Some(Engagement { url: field("url"), user_agent: field("user_agent"), ip: field("ip") });
+            let engagement = Engagement { url: field("url"), user_agent: field("user_agent"), ip: field("ip") };
+            // Only what the provider says: nothing when it says nothing.
+            if engagement != Engagement::default() {
+                email.engagement = Some(engagement);
+            }
         }
         Normalized::Email(email)
     } else if ty.starts_with("domain.") {

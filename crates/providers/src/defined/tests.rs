@@ -416,3 +416,31 @@ bounce = "hard"
     assert_eq!(acme.path.as_deref(), Some(dir.path().join("acme.toml").as_path()));
     assert_eq!(acme.event_types(), ["email.bounced"]);
 }
+
+#[test]
+fn the_mailpipe_example_definition_gives_the_built_in_events() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/providers");
+    let catalogue = Catalogue::load(&[dir]).unwrap();
+    let definition = catalogue.get("mailpipe-declarative").unwrap().clone();
+    let settings = VerifierSettings {
+        secrets: vec!["mailpipe-secret".into()],
+        listed_secrets: 1,
+        ..VerifierSettings::default()
+    };
+    let verifier = Verifier::new(definition.clone(), &settings).unwrap();
+    let secret = crate::HmacSecret::new(b"mailpipe-secret".to_vec());
+    let now = Utc::now();
+    for (n, event) in crate::mailpipe::EVENTS.iter().enumerate() {
+        let body = crate::samples::body(&crate::Provider::Mailpipe, event, n as u64, now);
+        let h = headers(&[("x-mailpipe-signature".into(), crate::mailpipe::sign(&secret, &body))]);
+        let request = Request { headers: &h, body: &body, query: None };
+        assert!(verifier.verify(&request, now).is_ok(), "{event}: the built-in's signature verifies");
+        let declared = extract::normalize(&definition, &request, &meta(), now).unwrap().remove(0);
+        let built_in = crate::normalize(&crate::Provider::Mailpipe, &body, &meta(), now).unwrap();
+        let mut declared: Value = serde_json::from_slice(&declared.to_json()).unwrap();
+        let built_in: Value = serde_json::from_slice(&built_in.to_json()).unwrap();
+        assert_eq!(declared["provider"], "mailpipe-declarative");
+        declared["provider"] = "mailpipe".into();
+        assert_eq!(declared, built_in, "{event}");
+    }
+}
