@@ -197,44 +197,22 @@ async fn receive_verifies_and_prints_what_the_relay_delivers() {
     let _ = receiver.wait();
 }
 
-const ACME: &str = r#"
-name = "acme"
-title = "Acme Mail"
-unconfirmed = ["everything: it is a test provider"]
-sample = '{"kind": "mail.bounced", "uuid": "u-1", "at": "2026-12-05T10:00:00Z", "mail": {"id": "m-1", "rcpt": "ada@example.com", "why": "mailbox full"}}'
-
-[[auth]]
-type = "hmac"
-algorithm = "sha512"
-encoding = "base64url"
-signature = { header = "X-Acme-Signature" }
-signature_prefix = "sha512="
-timestamp = { header = "X-Acme-Time" }
-signed = "{timestamp}.{body}"
-tolerance = "2m"
-
-[event]
-id = "/uuid"
-type = "/kind"
-time = "/at"
-subject = "/mail/id"
-
-[event.data]
-to = "/mail/rcpt"
-bounce_message = "/mail/why"
-
-[[events]]
-name = "mail.bounced"
-type = "email.bounced"
-bounce = "soft"
-"#;
+/// The worked example of docs/provider-definitions.md, as it is written there.
+fn acme_definition() -> String {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/provider-definitions.md")).unwrap();
+    let after = &doc[doc.find("`providers/acme.toml`:").expect("the worked example")..];
+    let start = after.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = after[start..].find("```").unwrap();
+    after[start..start + end].to_owned()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let providers = dir.path().join("providers");
     std::fs::create_dir(&providers).unwrap();
-    std::fs::write(providers.join("acme.toml"), ACME).unwrap();
+    std::fs::write(providers.join("acme.toml"), acme_definition()).unwrap();
     let keygen = Command::new(BIN).args(["keygen", "--kind", "p256"]).output().unwrap();
     let text = String::from_utf8(keygen.stdout).unwrap();
     let value = |name: &str| {

@@ -76,3 +76,17 @@ fn print_event_examples() {
         );
     }
 }
+
+#[test]
+fn every_catalogue_provider_is_documented() {
+    let providers_md =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/providers.md")).unwrap();
+    let configuration_md =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md")).unwrap();
+    for definition in hookbridge_providers::builtin_catalogue().iter() {
+        let name = &definition.name;
+        assert!(providers_md.contains(&format!("provider = \"{name}\"")), "docs/providers.md has no config for {name}");
+        assert!(configuration_md.contains(&format!("`{name}`")), "docs/configuration.md does not list {name}");
+        assert!(definition.docs.is_some() && !definition.setup.is_empty(), "{name}: docs and setup steps");
+    }
+}

@@ -643,7 +643,8 @@ fn defined_steps(time: &dyn Fn(&str, u32, Box<dyn FnMut()>)) {
         ("1 (SHA1)", &ring::signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY),
         ("2 (SHA256)", &ring::signature::RSA_PKCS1_2048_8192_SHA256),
     ] {
-        let signature = hookbridge_testkit::sns::sign(text.as_bytes(), if version.starts_with('1') { "1" } else { "2" });
+        let signature =
+            hookbridge_testkit::sns::sign(text.as_bytes(), if version.starts_with('1') { "1" } else { "2" });
         let key = ring::signature::UnparsedPublicKey::new(algorithm, public.clone());
         time(
             &format!("  verify RSA-2048 SNS v{version}"),

@@ -422,11 +422,8 @@ fn the_mailpipe_example_definition_gives_the_built_in_events() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/providers");
     let catalogue = Catalogue::load(&[dir]).unwrap();
     let definition = catalogue.get("mailpipe-declarative").unwrap().clone();
-    let settings = VerifierSettings {
-        secrets: vec!["mailpipe-secret".into()],
-        listed_secrets: 1,
-        ..VerifierSettings::default()
-    };
+    let settings =
+        VerifierSettings { secrets: vec!["mailpipe-secret".into()], listed_secrets: 1, ..VerifierSettings::default() };
     let verifier = Verifier::new(definition.clone(), &settings).unwrap();
     let secret = crate::HmacSecret::new(b"mailpipe-secret".to_vec());
     let now = Utc::now();
