@@ -590,10 +590,13 @@ fn steps() {
     defined_steps(&time);
 }
 
+/// Times `n` calls of the closure and prints the cost of one.
+type Timer = dyn Fn(&str, u32, Box<dyn FnMut()>);
+
 /// The catalogue's verification costs: ECDSA (SendGrid), RSA (SNS v1 and
 /// v2), HMAC as a definition against the built-in Mailpipe, and the
 /// normalization of a SendGrid batch.
-fn defined_steps(time: &dyn Fn(&str, u32, Box<dyn FnMut()>)) {
+fn defined_steps(time: &Timer) {
     use hookbridge_providers::defined::Request;
     let now = Utc::now();
     let verify = |provider: &'static str, settings: hookbridge_providers::VerifierSettings, batch: usize| {
