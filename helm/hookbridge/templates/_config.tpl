@@ -112,6 +112,27 @@ secrets = [{{ range $i, $key := . }}{{ if $i }}, {{ end }}{{ printf "env:%s" $ke
 {{- with .signature }}
 signature = {{ . | quote }}
 {{- end }}
+{{- with .usernameKey }}
+username = {{ printf "env:%s" . | quote }}
+{{- end }}
+{{- with .passwordKey }}
+password = {{ printf "env:%s" . | quote }}
+{{- end }}
+{{- with .allowedIps }}
+allowed_ips = {{ include "hookbridge.tomlList" . }}
+{{- end }}
+{{- with .webhookUrl }}
+webhook_url = {{ . | quote }}
+{{- end }}
+{{- with .topicArns }}
+topic_arns = {{ include "hookbridge.tomlList" . }}
+{{- end }}
+{{- if .confirmSubscriptions }}
+confirm_subscriptions = true
+{{- end }}
+{{- with .timestampTolerance }}
+timestamp_tolerance = {{ . | quote }}
+{{- end }}
 {{- with .redactFields }}
 redact_fields = {{ include "hookbridge.tomlList" . }}
 {{- end }}
