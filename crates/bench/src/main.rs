@@ -230,10 +230,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     println!();
-    println!("{:<34} {:>10} {:>9} {:>9} {:>9} {:>8}", "scenario", "req/s", "p50 ms", "p99 ms", "max ms", "errors");
+    println!("{:<40} {:>10} {:>9} {:>9} {:>9} {:>8}", "scenario", "req/s", "p50 ms", "p99 ms", "max ms", "errors");
     for r in &reports {
         println!(
-            "{:<34} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>8}",
             r.name, r.rate, r.p50_ms, r.p99_ms, r.max_ms, r.errors
         );
     }
@@ -249,8 +249,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(batch) = find(SENDGRID) {
         let events = batch.rate * SENDGRID_BATCH as f64;
         print!("SendGrid batches: {events:.0} events/s");
-        if let Some(bus) = find(CEILING_BUS) {
-            print!(", {:.0}% of the bus's publish ceiling", 100.0 * events / bus.rate);
+        if let Some(bus) = reports.iter().find(|r| r.name.starts_with(CEILING_BUS)) {
+            print!(", {:.0}% of the bus's publish ceiling (single events, {} in flight)", 100.0 * events / bus.rate, args.connections);
         }
         println!();
     }
