@@ -201,6 +201,14 @@ pub struct SendSampleArgs {
     /// defaults to the URL posted to.
     #[arg(long)]
     pub webhook_url: Option<String>,
+    /// SES (SNS): the URL where the certificate of --key is served (https, on a host the
+    /// source's signing_cert_host allows). --key is then the RSA private key (PKCS#8, PEM or
+    /// base64 DER; file:PATH).
+    #[arg(long)]
+    pub signing_cert_url: Option<String>,
+    /// SES (SNS): the TopicArn of the messages.
+    #[arg(long, default_value = "arn:aws:sns:us-east-1:123456789012:hookbridge-sample")]
+    pub topic_arn: String,
     /// Providers that batch: events per request.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,

@@ -76,6 +76,13 @@ fn credential(args: &SendSampleArgs, definition: &Definition) -> anyhow::Result<
     if let (Some(u), Some(p)) = (&args.username, &args.password) {
         return Ok(Credential::Basic { username: secret(u, "--username")?, password: secret(p, "--password")? });
     }
+    if let Some(cert_url) = &args.signing_cert_url {
+        let key = args.key.as_deref().context("SNS messages are signed with RSA: pass --key (a PKCS#8 private key)")?;
+        let text = secret(key, "--key")?;
+        let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().join("");
+        let pkcs8 = STANDARD.decode(body.trim()).context("--key is not a PEM or base64 PKCS#8 key")?;
+        return Ok(Credential::Sns { pkcs8, cert_url: cert_url.clone(), topic_arn: args.topic_arn.clone() });
+    }
     if let Some(key) = &args.key {
         let bytes = STANDARD.decode(secret(key, "--key")?.trim()).context("--key is not base64")?;
         return Ok(if bytes.len() == 32 {
@@ -86,6 +93,12 @@ fn credential(args: &SendSampleArgs, definition: &Definition) -> anyhow::Result<
     }
     if takes.contains(&"allowed_ips") {
         return Ok(Credential::None);
+    }
+    if takes.contains(&"topic_arns") {
+        bail!(
+            "{} is signed by Amazon SNS: pass --key (RSA, PKCS#8) and --signing-cert-url (where its certificate is served)",
+            definition.name
+        );
     }
     bail!("{} needs {}: pass --secret, --username and --password, or --key", definition.name, takes.join(" or "))
 }

@@ -265,9 +265,12 @@ async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() 
     }
     std::fs::remove_file(providers.join("broken.toml")).unwrap();
 
+    let sns = hookbridge_testkit::sns::serve().await;
     let mut running = Running::start(&path);
     let base = format!("http://{}", running.webhooks);
-    let runs: [(&str, &[&str]); 5] = [
+    let rsa_key = format!("file:{}", hookbridge_testkit::sns::pki().key_path.display());
+    let cert_url = hookbridge_testkit::sns::cert_url();
+    let runs: [(&str, &[&str]); 6] = [
         ("acme", &["--secret", "acme-secret", "--event", "mail.bounced", "--config", config_arg]),
         ("sendgrid", &["--key", &private, "--event", "bounce", "--batch", "3"]),
         ("mandrill", &["--secret", keys::CATALOGUE_SECRET, "--webhook-url", keys::MANDRILL_URL, "--event", "open"]),
@@ -276,6 +279,19 @@ async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() 
             &["--username", keys::BASIC_USERNAME, "--password", "env:IT_POSTMARK_PASSWORD", "--event", "Delivery"],
         ),
         ("resend", &["--secret", keys::CATALOGUE_SECRET, "--event", "email.complained", "--count", "2"]),
+        (
+            "ses",
+            &[
+                "--key",
+                &rsa_key,
+                "--signing-cert-url",
+                &cert_url,
+                "--topic-arn",
+                hookbridge_testkit::sns::TOPIC_ARN,
+                "--event",
+                "Bounce",
+            ],
+        ),
     ];
     for (source, extra) in runs {
         let out = Command::new(BIN)
@@ -310,6 +326,8 @@ async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() 
     assert_eq!(count("mandrill", "email.opened"), 1, "{summary:?}");
     assert_eq!(count("postmark", "email.delivered"), 1, "{summary:?}");
     assert_eq!(count("resend", "email.complained"), 2, "{summary:?}");
+    assert_eq!(count("ses", "email.bounced"), 1, "{summary:?}");
+    assert_eq!(sns.cert_fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
     let acme = events.iter().find(|e| e["provider"] == "acme").unwrap();
     assert_eq!(acme["data"]["bounce"], serde_json::json!({"kind": "soft", "code": null, "message": "mailbox full"}));
     assert!(acme["subject"].as_str().unwrap().ends_with(".sample@acme.example>"), "{acme}");

@@ -250,7 +250,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let events = batch.rate * SENDGRID_BATCH as f64;
         print!("SendGrid batches: {events:.0} events/s");
         if let Some(bus) = reports.iter().find(|r| r.name.starts_with(CEILING_BUS)) {
-            print!(", {:.0}% of the bus's publish ceiling (single events, {} in flight)", 100.0 * events / bus.rate, args.connections);
+            print!(
+                ", {:.0}% of the bus's publish ceiling (single events, {} in flight)",
+                100.0 * events / bus.rate,
+                args.connections
+            );
         }
         println!();
     }

@@ -28,7 +28,8 @@ pub struct Pki {
     pub signing_cert_pem: String,
     server_cert: Vec<u8>,
     server_key: Vec<u8>,
-    key_path: PathBuf,
+    /// The RSA key, PEM, in a file (for `send-sample --key file:`).
+    pub key_path: PathBuf,
 }
 
 pub fn pki() -> &'static Pki {

@@ -441,3 +441,68 @@ fn the_mailpipe_example_definition_gives_the_built_in_events() {
         assert_eq!(declared, built_in, "{event}");
     }
 }
+
+/// A user definition with `auth` and the credential that signs for it.
+fn custom(auth: &str) -> Definition {
+    let text = format!(
+        "name = \"custom\"\nsample = '{{\"kind\": \"sent\", \"id\": \"1\", \"to\": \"ada@example.com\"}}'\n{auth}\n[event]\nid = \"/id\"\ntype = \"/kind\"\n[event.data]\nto = \"/to\"\n[[events]]\nname = \"sent\"\ntype = \"email.delivered\"\n"
+    );
+    compile::from_toml(&text, false).unwrap_or_else(|p| panic!("{p:#?}"))
+}
+
+fn round_trip(
+    definition: Definition,
+    settings: &VerifierSettings,
+    credential: sample::Credential,
+) -> Result<(), String> {
+    let definition = Arc::new(definition);
+    let f = Fixture {
+        verifier: Verifier::new(definition.clone(), settings).map_err(|p| format!("{p:?}"))?,
+        signer: DefinedSigner::new(definition.clone(), credential, None),
+        definition,
+    };
+    let now = Utc::now();
+    let events = check(&f, &f.signer.request(vec![f.signer.element("sent", 1, now).unwrap()], 1, now))?;
+    assert_eq!(events[0].ty, "email.delivered");
+    Ok(())
+}
+
+#[test]
+fn every_method_of_the_format_round_trips() {
+    let secrets = VerifierSettings { secrets: vec!["k3y".into()], listed_secrets: 1, ..Default::default() };
+    for (algorithm, encoding) in [("sha1", "hex"), ("sha256", "base64"), ("sha512", "base64url")] {
+        let auth = format!(
+            "[[auth]]\ntype = \"hmac\"\nalgorithm = \"{algorithm}\"\nencoding = \"{encoding}\"\nsignature = {{ query = \"sig\" }}\nsigned = \"{{body}}\"\n"
+        );
+        round_trip(custom(&auth), &secrets, sample::Credential::Secret("k3y".into())).unwrap();
+        let wrong = round_trip(custom(&auth), &secrets, sample::Credential::Secret("other".into()));
+        assert_eq!(wrong.unwrap_err(), "invalid_signature", "{algorithm}");
+    }
+    // A token in a query parameter.
+    let token = "[[auth]]\ntype = \"token\"\ntoken = { query = \"token\" }\n";
+    round_trip(custom(token), &secrets, sample::Credential::Secret("k3y".into())).unwrap();
+    assert_eq!(
+        round_trip(custom(token), &secrets, sample::Credential::Secret("nope".into())).unwrap_err(),
+        "invalid_credentials"
+    );
+    // ECDSA with raw r||s signatures, the key as a PEM.
+    let (pkcs8, public) = sample::p256_keypair();
+    let pem = format!("-----BEGIN PUBLIC KEY-----\n{public}\n-----END PUBLIC KEY-----\n");
+    let keys = VerifierSettings { public_keys: vec![pem], listed_public_keys: 1, ..Default::default() };
+    let ecdsa = "[[auth]]\ntype = \"ecdsa_p256\"\nsignature_format = \"raw\"\nsignature = { header = \"X-Sig\" }\nsigned = \"{body}\"\n";
+    round_trip(custom(ecdsa), &keys, sample::Credential::EcdsaPkcs8(pkcs8)).unwrap();
+    // Ed25519 over a timestamp and the body.
+    let seed = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let ed = VerifierSettings {
+        public_keys: vec![STANDARD.encode(seed.verifying_key().to_bytes())],
+        listed_public_keys: 1,
+        ..Default::default()
+    };
+    let ed25519 = "[[auth]]\ntype = \"ed25519\"\nsignature = { header = \"X-Sig\" }\ntimestamp = { header = \"X-Time\" }\nsigned = \"{timestamp}:{body}\"\ntolerance = \"1m\"\n";
+    round_trip(custom(ed25519), &ed, sample::Credential::Ed25519(Box::new(seed))).unwrap();
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    assert_eq!(
+        round_trip(custom(ed25519), &ed, sample::Credential::Ed25519(Box::new(stranger))).unwrap_err(),
+        "invalid_signature"
+    );
+}
