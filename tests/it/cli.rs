@@ -51,6 +51,22 @@ fn the_example_configs_are_valid() {
     }
 }
 
+/// Runs `send-sample --source S --url base` with each run's arguments (and
+/// one environment variable); every sample must be answered 200.
+fn send_samples(base: &str, runs: &[(&str, &[&str])], env: (&str, &str)) {
+    for (source, extra) in runs {
+        let out = Command::new(BIN)
+            .args(["send-sample", "--source", source, "--url", base])
+            .args(*extra)
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{source}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.lines().all(|l| l.starts_with("200 ")), "{stdout}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_and_send_sample_reach_a_running_hookbridge() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,17 +99,7 @@ async fn keygen_and_send_sample_reach_a_running_hookbridge() {
         ),
         ("whippy", &["--secret", "env:HOOKBRIDGE_IT_WHIPPY", "--event", "contact.created"]),
     ];
-    for (source, extra) in runs {
-        let out = Command::new(BIN)
-            .args(["send-sample", "--source", source, "--url", &base])
-            .args(extra)
-            .env("HOOKBRIDGE_IT_WHIPPY", keys::WHIPPY_SECRET)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{source}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.lines().all(|l| l.starts_with("200 ")), "{stdout}");
-    }
+    send_samples(&base, &runs, ("HOOKBRIDGE_IT_WHIPPY", keys::WHIPPY_SECRET));
     let out = Command::new(BIN)
         .args(["send-sample", "--source", "mailpipe", "--url", &base, "--secret", "wrong", "--event", "email.sent"])
         .output()
@@ -293,17 +299,7 @@ async fn a_user_defined_provider_and_the_catalogue_work_from_the_command_line() 
             ],
         ),
     ];
-    for (source, extra) in runs {
-        let out = Command::new(BIN)
-            .args(["send-sample", "--source", source, "--url", &base])
-            .args(extra)
-            .env("IT_POSTMARK_PASSWORD", keys::BASIC_PASSWORD)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{source}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.lines().all(|l| l.starts_with("200 ")), "{stdout}");
-    }
+    send_samples(&base, &runs, ("IT_POSTMARK_PASSWORD", keys::BASIC_PASSWORD));
     let out = Command::new(BIN)
         .args(["send-sample", "--source", "acme", "--url", &base, "--secret", "wrong", "--event", "mail.bounced"])
         .args(["--config", config_arg])

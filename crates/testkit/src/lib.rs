@@ -284,14 +284,13 @@ impl TestApp {
 
     /// POSTs `body` with `headers` to `/webhooks/{source}`.
     pub async fn post(&self, source: &str, body: Vec<u8>, headers: &[(&str, String)]) -> (u16, Value) {
-        let mut request = self.client.post(self.url(source)).header("content-type", "application/json").body(body);
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let response = request.send().await.expect("request is answered");
-        let status = response.status().as_u16();
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        (status, body)
+        let request = hookbridge_providers::defined::SignedRequest {
+            body,
+            content_type: "application/json",
+            headers: headers.iter().map(|(name, value)| ((*name).to_owned(), value.clone())).collect(),
+            query: Vec::new(),
+        };
+        self.post_signed(source, &request).await
     }
 
     /// Calls the admin API with the test token.

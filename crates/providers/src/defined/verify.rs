@@ -172,6 +172,23 @@ pub(crate) fn p256_point(text: &str) -> Result<Vec<u8>, &'static str> {
     Ok(point)
 }
 
+/// The source's public keys parsed by `parse`; each bad one is a problem
+/// at its index.
+fn public_keys<K, E: std::fmt::Display>(
+    settings: &VerifierSettings,
+    problems: &mut Vec<SettingProblem>,
+    parse: impl Fn(&str) -> Result<K, E>,
+) -> Vec<K> {
+    let mut keys = Vec::new();
+    for (j, text) in settings.public_keys.iter().enumerate() {
+        match parse(text) {
+            Ok(key) => keys.push(key),
+            Err(e) => problems.push(problem(format!("public_keys[{j}]"), format!("the key {e}"))),
+        }
+    }
+    keys
+}
+
 /// The SubjectPublicKeyInfo DER of a 65-byte P-256 point.
 pub(crate) fn p256_spki(point: &[u8]) -> Vec<u8> {
     [P256_SPKI_PREFIX, point].concat()
@@ -206,35 +223,11 @@ impl Verifier {
                 }
                 AuthKind::Ed25519 if settings.listed_public_keys > 0 => {
                     used.1 = true;
-                    let keys = settings
-                        .public_keys
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(j, k)| {
-                            crate::mailpace::parse_public_key(k)
-                                .map_err(|e| {
-                                    problems.push(problem(format!("public_keys[{j}]"), format!("the key {e}")))
-                                })
-                                .ok()
-                        })
-                        .collect();
-                    Keys::Ed25519(keys)
+                    Keys::Ed25519(public_keys(settings, &mut problems, crate::mailpace::parse_public_key))
                 }
                 AuthKind::EcdsaP256 if settings.listed_public_keys > 0 => {
                     used.1 = true;
-                    let keys = settings
-                        .public_keys
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(j, k)| {
-                            p256_point(k)
-                                .map_err(|e| {
-                                    problems.push(problem(format!("public_keys[{j}]"), format!("the key {e}")))
-                                })
-                                .ok()
-                        })
-                        .collect();
-                    Keys::Ecdsa(keys)
+                    Keys::Ecdsa(public_keys(settings, &mut problems, p256_point))
                 }
                 AuthKind::Basic if settings.username.is_some() || settings.password.is_some() => {
                     used.2 = true;
