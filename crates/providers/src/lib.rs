@@ -149,6 +149,19 @@ impl Provider {
         types
     }
 
+    /// This provider's verifier for a source's `settings`, or every problem
+    /// with them: its definition's rules, or a code provider's
+    /// (`settings.rs`).
+    ///
+    /// # Errors
+    /// Each key that is missing, refused by this provider, or malformed.
+    pub fn verifier(&self, settings: &VerifierSettings) -> Result<Verifier, Vec<SettingProblem>> {
+        match self {
+            Self::Defined(definition) => defined::Verifier::new(definition.clone(), settings).map(Verifier::Defined),
+            code => code.code_verifier(settings),
+        }
+    }
+
     /// Whether one request may carry several events.
     pub fn batches(&self) -> bool {
         matches!(self, Self::Defined(d) if d.batches())

@@ -27,7 +27,19 @@ pub struct VerifierSettings {
     /// Whether the source lists `allowed_ips` (checked by the ingress).
     pub allowed_ips: bool,
     /// Amazon SNS: topics, confirmation, where certificates come from.
-    pub sns: Option<crate::defined::sns::SnsSettings>,
+    pub sns: Option<SnsSettings>,
+}
+
+/// What a source configures for SNS.
+#[derive(Debug, Clone, Default)]
+pub struct SnsSettings {
+    /// Topics whose messages are accepted; empty: any (a warning at start-up).
+    pub topic_arns: Vec<String>,
+    pub confirm_subscriptions: bool,
+    /// The pattern the certificate (and SubscribeURL) host must match.
+    pub cert_host: Option<String>,
+    /// A PEM root certificate trusted for fetching, beside the system's.
+    pub cert_ca_pem: Option<Vec<u8>>,
 }
 
 /// One problem with a source's settings: the key (relative to the source,
@@ -47,10 +59,7 @@ impl Provider {
     ///
     /// # Errors
     /// Each key that is missing, refused by this provider, or malformed.
-    pub fn verifier(&self, settings: &VerifierSettings) -> Result<Verifier, Vec<SettingProblem>> {
-        if let Self::Defined(definition) = self {
-            return crate::defined::Verifier::new(definition.clone(), settings).map(Verifier::Defined);
-        }
+    pub(crate) fn code_verifier(&self, settings: &VerifierSettings) -> Result<Verifier, Vec<SettingProblem>> {
         let mut problems = Vec::new();
         if settings.username.is_some() || settings.password.is_some() {
             problems.push(problem("username", format!("{self} takes no basic authentication")));
@@ -68,7 +77,7 @@ impl Provider {
             Self::MailPace => Verifier::MailPace(mailpace_verifier(settings, &mut problems)),
             Self::Mailpipe => Verifier::Mailpipe(mailpipe::Verifier::new(hmac_secrets(self, settings, &mut problems))),
             Self::Whippy => Verifier::Whippy(whippy_verifier(settings, &mut problems)),
-            Self::Defined(_) => unreachable!("handled above"),
+            Self::Defined(_) => unreachable!("defined providers are verified by their definitions"),
         };
         if problems.is_empty() { Ok(verifier) } else { Err(problems) }
     }

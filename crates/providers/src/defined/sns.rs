@@ -100,17 +100,7 @@ impl Envelope {
     }
 }
 
-/// What a source configures for SNS.
-#[derive(Debug, Clone, Default)]
-pub struct SnsSettings {
-    /// Topics whose messages are accepted; empty: any (a warning at start-up).
-    pub topic_arns: Vec<String>,
-    pub confirm_subscriptions: bool,
-    /// The pattern the certificate (and SubscribeURL) host must match.
-    pub cert_host: Option<String>,
-    /// A PEM root certificate trusted for fetching, beside the system's.
-    pub cert_ca_pem: Option<Vec<u8>>,
-}
+pub use crate::settings::SnsSettings;
 
 /// Checks SNS messages for one source.
 #[derive(Debug)]
