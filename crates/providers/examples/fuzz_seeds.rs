@@ -69,6 +69,26 @@ fn main() {
     let delivery =
         [&b"msg_2Kx\x001760000000\x00v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4= v1a,AAAA\x00"[..], &json].concat();
     write(&root.join("standard_webhooks"), "delivery", &delivery);
+    // The catalogue: `[provider pick][0][unsigned body]` per definition (the
+    // pick as the target reads it: index + count), and `[0][definition text]`.
+    let sources: Vec<_> = hookbridge_providers::builtin_catalogue()
+        .iter()
+        .filter(|d| !d.credentials().contains(&"topic_arns"))
+        .cloned()
+        .collect();
+    for (k, definition) in sources.iter().enumerate() {
+        let provider = Provider::Defined(definition.clone());
+        for (i, event) in provider.events().iter().enumerate().take(3) {
+            let mut seed = vec![(k + sources.len()) as u8, 0];
+            seed.extend(body(&provider, event, i as u64, now));
+            write(&root.join("provider_catalogue"), &format!("{}-{i}", definition.name), &seed);
+        }
+    }
+    for path in ["examples/providers/mailpipe-declarative.toml", "crates/providers/definitions/sendgrid.toml"] {
+        let text = std::fs::read(path).expect("run from the project's root");
+        let name = Path::new(path).file_stem().expect("a file name").to_string_lossy().into_owned();
+        write(&root.join("provider_catalogue"), &format!("definition-{name}"), &[&[0u8][..], &text].concat());
+    }
     // Configurations: the examples the project ships.
     for path in [
         "examples/hookbridge.toml",

@@ -7,7 +7,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use hookbridge_event::Event;
 use hookbridge_providers::samples::Signer;
-use hookbridge_providers::{Redactor, SourceMeta, Verifier, normalize};
+use hookbridge_providers::{Redactor, Request, SourceMeta, Verifier, normalize};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// A fixed "now", so a run is reproducible.
@@ -25,15 +25,15 @@ pub fn check(data: &[u8], verifier: &Verifier, signer: &Signer, redact: &[&str])
     if let Ok(value) = HeaderValue::from_bytes(header) {
         let mut headers = HeaderMap::new();
         headers.insert(name.clone(), value);
-        let _ = verifier.verify(&headers, body, now());
+        let _ = verifier.verify(&Request::new(&headers, body), now());
     }
     let (_, signature) = signer.header(body, now());
     let mut headers = HeaderMap::new();
     headers.insert(name, HeaderValue::from_str(&signature).expect("our signatures are header values"));
-    assert!(verifier.verify(&headers, body, now()).is_ok(), "a body signed with the real key verifies");
+    assert!(verifier.verify(&Request::new(&headers, body), now()).is_ok(), "a body signed with the real key verifies");
 
     let meta = SourceMeta { event_source: "urn:hookbridge:source:fuzz".into(), redactor: Redactor::new(redact) };
-    if let Ok(event) = normalize(verifier.provider(), body, &meta, now()) {
+    if let Ok(event) = normalize(&verifier.provider(), body, &meta, now()) {
         let json = event.to_json();
         let back = Event::from_json(&json).expect("an event we made parses back");
         assert_eq!(back.to_json(), json, "the event survives its JSON round trip");

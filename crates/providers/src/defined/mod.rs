@@ -321,6 +321,14 @@ impl Catalogue {
     }
 }
 
+/// Reads one definition from its text (what `provider_dirs` files hold).
+///
+/// # Errors
+/// Every problem, with key paths relative to the text.
+pub fn parse(text: &str) -> Result<Definition, Vec<DefinitionProblem>> {
+    compile::from_toml(text, false)
+}
+
 fn load_file(path: &Path) -> Result<Definition, Vec<DefinitionProblem>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| vec![DefinitionProblem::file(path, format!("cannot read: {e}"))])?;
