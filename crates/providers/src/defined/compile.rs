@@ -99,7 +99,16 @@ impl Problems {
             if names.is_empty() || names.iter().any(|n| http::HeaderName::from_bytes(n.as_bytes()).is_err()) {
                 self.push(format!("{key}.header"), "must name one or more valid headers");
             }
-            found.push(Location::Header(names));
+            match raw.key {
+                Some(key) if !key.is_empty() => found.push(Location::HeaderKey(names, key)),
+                Some(_) => {
+                    self.push(format!("{key}.key"), "is empty");
+                    found.push(Location::Header(names));
+                }
+                None => found.push(Location::Header(names)),
+            }
+        } else if raw.key.is_some() {
+            self.push(format!("{key}.key"), "goes with a header");
         }
         if let Some(p) = raw.json
             && let Some(p) = self.pointer(&format!("{key}.json"), &p)
@@ -185,8 +194,17 @@ fn compile(raw: RawDefinition, builtin: bool) -> Result<Definition, Vec<Definiti
             None => None,
         },
     };
-    let id_from: Vec<Pointer> =
-        ev.id_from.iter().enumerate().filter_map(|(i, t)| p.pointer(&format!("event.id_from[{i}]"), t)).collect();
+    let mut id_from: Vec<Option<Pointer>> = Vec::new();
+    for (i, text) in ev.id_from.iter().enumerate() {
+        if text == "{event}" {
+            id_from.push(None);
+        } else if let Some(pointer) = p.pointer(&format!("event.id_from[{i}]"), text) {
+            id_from.push(Some(pointer));
+        }
+    }
+    if !id_from.is_empty() && !id_from.contains(&None) {
+        id_from.insert(0, None);
+    }
     let ty = p.pointers("event.type", Some(ev.ty));
     let time = p.pointers("event.time", ev.time);
     let subject = p.pointers("event.subject", ev.subject);
@@ -249,6 +267,7 @@ fn compile(raw: RawDefinition, builtin: bool) -> Result<Definition, Vec<Definiti
     if !p.0.is_empty() {
         return Err(p.0);
     }
+    let id_prefix = ev.id_prefix.unwrap_or_else(|| format!("{}-", raw.name));
     Ok(Definition {
         title: raw.title.unwrap_or_else(|| raw.name.clone()),
         name: raw.name,
@@ -261,7 +280,7 @@ fn compile(raw: RawDefinition, builtin: bool) -> Result<Definition, Vec<Definiti
         shape: raw.body.shape,
         form_field: raw.body.field,
         ignore_unnamed: raw.body.ignore_unnamed,
-        event: EventSpec { id, id_from, ty, time, time_format: ev.time_format, subject, data },
+        event: EventSpec { id, id_from, id_prefix, ty, time, time_format: ev.time_format, subject, data },
         rules,
         sample,
     })

@@ -257,15 +257,16 @@ pub(crate) fn normalize(
         let id = id.unwrap_or_else(|| {
             // No id from the provider: one from the element itself, stable
             // across the provider's retries.
-            let parts: Vec<String> =
-                spec.id_from.iter().map(|p| p.find(value).and_then(text).unwrap_or_default()).collect();
-            let prefix = format!("{}-", definition.name);
-            if parts.iter().any(|p| !p.is_empty()) {
-                let mut all: Vec<&[u8]> = vec![name.as_bytes()];
-                all.extend(parts.iter().map(String::as_bytes));
-                derived_id(&prefix, &all)
+            let parts: Vec<Option<String>> = spec
+                .id_from
+                .iter()
+                .map(|p| p.as_ref().map(|p| p.find(value).and_then(text).unwrap_or_default()))
+                .collect();
+            if parts.iter().flatten().any(|p| !p.is_empty()) {
+                let all: Vec<&[u8]> = parts.iter().map(|p| p.as_deref().unwrap_or(name.as_str()).as_bytes()).collect();
+                derived_id(&spec.id_prefix, &all)
             } else {
-                derived_id(&prefix, &[element.raw.get().as_bytes()])
+                derived_id(&spec.id_prefix, &[element.raw.get().as_bytes()])
             }
         });
         let subject = first_text(&spec.subject, value);

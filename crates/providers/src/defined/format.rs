@@ -122,6 +122,10 @@ pub(crate) struct RawAuth {
 pub(crate) struct RawLocation {
     /// A header, or several names of which the first present is read.
     pub header: Option<OneOrMany>,
+    /// With `header`: the value of `key=` in a header of comma-separated
+    /// `key=value` pairs (`Stripe-Signature: t=…,v1=…`); a key given several
+    /// times gives several values.
+    pub key: Option<String>,
     /// A JSON pointer into the body.
     pub json: Option<String>,
     /// A field of a form body.
@@ -192,9 +196,12 @@ pub(crate) enum TimeFormat {
 pub(crate) struct RawEvent {
     /// The event id: pointer(s) into the element, or `{ header = … }`.
     pub id: Option<RawField>,
-    /// Without an id: the pointers whose values make a stable one.
+    /// Without an id: the pointers whose values make a stable one; `{event}`
+    /// stands for the event name (by default it comes first).
     #[serde(default)]
     pub id_from: Vec<String>,
+    /// The derived id's prefix; default `<name>-`.
+    pub id_prefix: Option<String>,
     /// The provider's event name.
     #[serde(rename = "type")]
     pub ty: OneOrMany,

@@ -90,6 +90,8 @@ pub(crate) struct Auth {
 pub(crate) enum Location {
     /// The first of these headers that is present.
     Header(Vec<String>),
+    /// The values of `key=` in the first of these headers present.
+    HeaderKey(Vec<String>, String),
     Json(Pointer),
     Form(String),
     Query(String),
@@ -100,6 +102,7 @@ impl Location {
     pub fn describe(&self) -> String {
         match self {
             Self::Header(names) => names.join(" or "),
+            Self::HeaderKey(names, key) => format!("{}={} of {}", key, "…", names.join(" or ")),
             Self::Json(p) => format!("body field {}", p.as_str()),
             Self::Form(f) => format!("form field {f}"),
             Self::Query(q) => format!("query parameter {q}"),
@@ -128,7 +131,9 @@ pub(crate) enum IdSpec {
 #[derive(Debug)]
 pub(crate) struct EventSpec {
     pub id: Option<IdSpec>,
-    pub id_from: Vec<Pointer>,
+    /// `None` is the event name.
+    pub id_from: Vec<Option<Pointer>>,
+    pub id_prefix: String,
     pub ty: Vec<Pointer>,
     pub time: Vec<Pointer>,
     pub time_format: TimeFormat,

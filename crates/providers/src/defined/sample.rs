@@ -173,6 +173,7 @@ impl DefinedSigner {
         let mut form_extra: Vec<(String, String)> = Vec::new();
         let mut place = |loc: &Option<Location>, text: &str, elements: &mut Vec<Value>| match loc {
             Some(Location::Header(names)) => headers.push((names[0].to_ascii_lowercase(), text.to_owned())),
+            Some(Location::HeaderKey(names, key)) => add_pair(&mut headers, &names[0], key, text),
             Some(Location::Json(p)) => {
                 for e in elements.iter_mut() {
                     p.set(e, Value::String(text.to_owned()));
@@ -241,6 +242,7 @@ impl DefinedSigner {
                 let value = format!("{}{encoded}", auth.signature_prefix.as_deref().unwrap_or_default());
                 match &auth.signature {
                     Some(Location::Header(names)) => headers.push((names[0].to_ascii_lowercase(), value)),
+                    Some(Location::HeaderKey(names, key)) => add_pair(&mut headers, &names[0], key, &value),
                     Some(Location::Json(p)) => {
                         for e in &mut elements {
                             p.set(e, Value::String(value.clone()));
@@ -258,6 +260,15 @@ impl DefinedSigner {
             _ => {}
         }
         SignedRequest { body, content_type, headers, query }
+    }
+}
+
+/// Adds `key=value` to the header `name` (a `k=v,k=v` header), creating it.
+fn add_pair(headers: &mut Vec<(String, String)>, name: &str, key: &str, value: &str) {
+    let name = name.to_ascii_lowercase();
+    match headers.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, existing)) => existing.push_str(&format!(",{key}={value}")),
+        None => headers.push((name, format!("{key}={value}"))),
     }
 }
 

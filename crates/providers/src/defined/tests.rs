@@ -417,29 +417,59 @@ bounce = "hard"
     assert_eq!(acme.event_types(), ["email.bounced"]);
 }
 
-#[test]
-fn the_mailpipe_example_definition_gives_the_built_in_events() {
+/// A built-in provider and its definition in `examples/providers`: every
+/// documented event's sample, signed by the built-in's signer, verifies
+/// with the definition and gives the same event but for `provider`.
+fn same_events(
+    twin: &str,
+    provider: &crate::Provider,
+    events: &[&str],
+    settings: VerifierSettings,
+    signer: &crate::samples::Signer,
+) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/providers");
     let catalogue = Catalogue::load(&[dir]).unwrap();
-    let definition = catalogue.get("mailpipe-declarative").unwrap().clone();
-    let settings =
-        VerifierSettings { secrets: vec!["mailpipe-secret".into()], listed_secrets: 1, ..VerifierSettings::default() };
+    let definition = catalogue.get(twin).unwrap().clone();
     let verifier = Verifier::new(definition.clone(), &settings).unwrap();
-    let secret = crate::HmacSecret::new(b"mailpipe-secret".to_vec());
     let now = Utc::now();
-    for (n, event) in crate::mailpipe::EVENTS.iter().enumerate() {
-        let body = crate::samples::body(&crate::Provider::Mailpipe, event, n as u64, now);
-        let h = headers(&[("x-mailpipe-signature".into(), crate::mailpipe::sign(&secret, &body))]);
+    for (n, event) in events.iter().enumerate() {
+        let body = crate::samples::body(provider, event, n as u64, now);
+        let (name, value) = signer.header(&body, now);
+        let h = headers(&[(name.to_owned(), value)]);
         let request = Request { headers: &h, body: &body, query: None };
-        assert!(verifier.verify(&request, now).is_ok(), "{event}: the built-in's signature verifies");
+        assert!(verifier.verify(&request, now).is_ok(), "{twin} {event}: the built-in's signature verifies");
         let declared = extract::normalize(&definition, &request, &meta(), now).unwrap().remove(0);
-        let built_in = crate::normalize(&crate::Provider::Mailpipe, &body, &meta(), now).unwrap();
+        let built_in = crate::normalize(provider, &body, &meta(), now).unwrap();
         let mut declared: Value = serde_json::from_slice(&declared.to_json()).unwrap();
         let built_in: Value = serde_json::from_slice(&built_in.to_json()).unwrap();
-        assert_eq!(declared["provider"], "mailpipe-declarative");
-        declared["provider"] = "mailpipe".into();
-        assert_eq!(declared, built_in, "{event}");
+        assert_eq!(declared["provider"], twin);
+        declared["provider"] = provider.as_str().into();
+        assert_eq!(declared, built_in, "{twin} {event}");
     }
+}
+
+#[test]
+fn the_example_definitions_give_the_built_in_events() {
+    let secret = crate::HmacSecret::new(b"mailpipe-secret".to_vec());
+    same_events(
+        "mailpipe-declarative",
+        &crate::Provider::Mailpipe,
+        crate::mailpipe::EVENTS,
+        VerifierSettings { secrets: vec!["mailpipe-secret".into()], listed_secrets: 1, ..VerifierSettings::default() },
+        &crate::samples::Signer::Mailpipe(secret),
+    );
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    same_events(
+        "mailpace-declarative",
+        &crate::Provider::MailPace,
+        crate::mailpace::EVENTS,
+        VerifierSettings {
+            public_keys: vec![STANDARD.encode(key.verifying_key().to_bytes())],
+            listed_public_keys: 1,
+            ..VerifierSettings::default()
+        },
+        &crate::samples::Signer::MailPace(Box::new(key)),
+    );
 }
 
 /// A user definition with `auth` and the credential that signs for it.
@@ -478,6 +508,17 @@ fn every_method_of_the_format_round_trips() {
         let wrong = round_trip(custom(&auth), &secrets, sample::Credential::Secret("other".into()));
         assert_eq!(wrong.unwrap_err(), "invalid_signature", "{algorithm}");
     }
+    // Stripe-style: `t=…,v1=…` in one header; a second v1 (a rotation) may be wrong.
+    let stripe = "[[auth]]\ntype = \"hmac\"\nsignature = { header = \"Stripe-Signature\", key = \"v1\" }\ntimestamp = { header = \"Stripe-Signature\", key = \"t\" }\nsigned = \"{timestamp}.{body}\"\ntolerance = \"5m\"\n";
+    round_trip(custom(stripe), &secrets, sample::Credential::Secret("k3y".into())).unwrap();
+    let definition = Arc::new(custom(stripe));
+    let signer = DefinedSigner::new(definition.clone(), sample::Credential::Secret("k3y".into()), None);
+    let now = Utc::now();
+    let mut request = signer.request(vec![signer.element("sent", 1, now).unwrap()], 1, now);
+    assert!(request.headers[0].1.starts_with("t="), "{:?}", request.headers);
+    request.headers[0].1 = request.headers[0].1.replacen(",v1=", ",v1=00ff,v1=", 1);
+    let f = Fixture { verifier: Verifier::new(definition.clone(), &secrets).unwrap(), signer, definition };
+    assert!(check(&f, &request).is_ok(), "{:?}", request.headers);
     // A token in a query parameter.
     let token = "[[auth]]\ntype = \"token\"\ntoken = { query = \"token\" }\n";
     round_trip(custom(token), &secrets, sample::Credential::Secret("k3y".into())).unwrap();

@@ -426,8 +426,14 @@ impl Verifier {
         let raw = find(location, request).ok_or_else(|| VerifyError::MissingSignature(what.clone()))?;
         let malformed =
             |detail: &'static str| VerifyError::MalformedSignature { header: what.clone(), detail: detail.into() };
-        let pieces: Vec<&str> = match &auth.signature_separator {
-            Some(sep) => raw.split(sep.as_str()).map(str::trim).filter(|s| !s.is_empty()).collect(),
+        // Several values of one key (a rotation) arrive joined by commas.
+        let separator = match (&auth.signature_separator, location) {
+            (Some(sep), _) => Some(sep.as_str()),
+            (None, Location::HeaderKey(..)) => Some(","),
+            (None, _) => None,
+        };
+        let pieces: Vec<&str> = match separator {
+            Some(sep) => raw.split(sep).map(str::trim).filter(|s| !s.is_empty()).collect(),
             None => vec![raw.trim()],
         };
         let candidates: Vec<Vec<u8>> = pieces
@@ -579,6 +585,16 @@ pub(crate) fn find<'a>(location: &Location, request: &Request<'a>) -> Option<Cow
             .find_map(|n| request.headers.get(n.as_str()))
             .and_then(|v| v.to_str().ok())
             .map(|v| Cow::Borrowed(v.trim())),
+        Location::HeaderKey(names, key) => {
+            let header = names.iter().find_map(|n| request.headers.get(n.as_str()))?.to_str().ok()?;
+            let values: Vec<&str> = header
+                .split(',')
+                .filter_map(|pair| pair.trim().split_once('='))
+                .filter(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim())
+                .collect();
+            (!values.is_empty()).then(|| Cow::Owned(values.join(",")))
+        }
         Location::Json(pointer) => {
             let value: serde_json::Value = serde_json::from_slice(request.body).ok()?;
             pointer.find(&value).and_then(super::pointer::text).map(Cow::Owned)
