@@ -92,6 +92,9 @@ body_read_timeout = {{ $v.config.bodyReadTimeout | quote }}
 max_header_bytes = {{ $v.config.maxHeaderBytes | int }}
 max_connections = {{ $v.config.maxConnections | int }}
 max_in_flight = {{ $v.config.maxInFlight | int }}
+{{- if $v.providerDefinitions }}
+provider_dirs = ["/etc/hookbridge-providers"]
+{{- end }}
 {{- if $v.ingressTls.secretName }}
 
 [ingress.tls]

@@ -121,6 +121,11 @@ volumeMounts:
   - name: config
     mountPath: /etc/hookbridge
     readOnly: true
+  {{- if .root.Values.providerDefinitions }}
+  - name: providers
+    mountPath: /etc/hookbridge-providers
+    readOnly: true
+  {{- end }}
   {{- with .root.Values.bus.nats.credsSecret.name }}
   - name: nats-creds
     mountPath: /etc/hookbridge-secrets/nats-creds
@@ -153,6 +158,11 @@ volumeMounts:
 - name: config
   configMap:
     name: {{ include "hookbridge.fullname" . }}
+{{- if .Values.providerDefinitions }}
+- name: providers
+  configMap:
+    name: {{ include "hookbridge.fullname" . }}-providers
+{{- end }}
 {{- with .Values.bus.nats.credsSecret.name }}
 - name: nats-creds
   secret:
