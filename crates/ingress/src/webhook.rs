@@ -19,6 +19,10 @@ use crate::{Ingress, IngressError};
 #[derive(Debug, Serialize)]
 pub(crate) struct Accepted {
     status: &'static str,
+    /// The metric's outcome and reason: the status and `none`, or
+    /// `accepted` and the status of an SNS handshake (nothing published).
+    #[serde(skip)]
+    counted_as: (&'static str, &'static str),
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,11 +56,7 @@ pub(crate) async fn receive(
     let result = handle(&ingress, &name, request, body, span.context()).await;
     let source = if ingress.sources.contains_key(&name) { name.as_str() } else { crate::metrics::UNKNOWN_SOURCE };
     let (outcome, reason) = match &result {
-        // An SNS handshake is answered 200 without an event.
-        Ok(accepted) if accepted.events.is_none() && accepted.id.is_none() && accepted.status != "accepted" => {
-            ("accepted", accepted.status)
-        }
-        Ok(accepted) => (accepted.status, "none"),
+        Ok(accepted) => accepted.counted_as,
         Err(error) => (error.outcome(), error.code()),
     };
     ingress.metrics.request(source, outcome, reason, started.elapsed());
@@ -187,13 +187,13 @@ async fn handle(
     }
     source.verifier.accepted(verified);
     if let Some(status) = handshake {
-        return Ok(Accepted { status, id: None, events: None });
+        return Ok(Accepted { status, counted_as: ("accepted", status), id: None, events: None });
     }
     let status = if any_new || items.is_empty() { "accepted" } else { "duplicate" };
     if batch {
-        Ok(Accepted { status, id: None, events: Some(items) })
+        Ok(Accepted { status, counted_as: (status, "none"), id: None, events: Some(items) })
     } else {
-        Ok(Accepted { status, id: items.pop().map(|i| i.id), events: None })
+        Ok(Accepted { status, counted_as: (status, "none"), id: items.pop().map(|i| i.id), events: None })
     }
 }
 

@@ -63,8 +63,8 @@ impl Hash for Provider {
     }
 }
 
-/// A name that lives as long as the process (definitions do): for metric
-/// labels and error texts that want `&'static str`.
+/// A name that lives as long as the process: a definition's, interned once
+/// when it is read (metric labels and error texts want `&'static str`).
 pub(crate) fn intern(name: &str) -> &'static str {
     static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
     let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -114,7 +114,7 @@ impl Provider {
             Self::MailPace => "mailpace",
             Self::Mailpipe => "mailpipe",
             Self::Whippy => "whippy",
-            Self::Defined(d) => intern(&d.name),
+            Self::Defined(d) => d.label,
         }
     }
 
@@ -287,7 +287,7 @@ pub fn normalize(
             defined::normalize(d, &Request { headers: &headers, body, query: None }, source, now)?
                 .into_iter()
                 .next()
-                .ok_or_else(|| PayloadError::shape(intern(&d.name), "the body holds no event"))
+                .ok_or_else(|| PayloadError::shape(d.label, "the body holds no event"))
         }
     }
 }

@@ -270,6 +270,7 @@ fn compile(raw: RawDefinition, builtin: bool) -> Result<Definition, Vec<Definiti
     let id_prefix = ev.id_prefix.unwrap_or_else(|| format!("{}-", raw.name));
     Ok(Definition {
         title: raw.title.unwrap_or_else(|| raw.name.clone()),
+        label: crate::intern(&raw.name),
         name: raw.name,
         docs: raw.docs,
         setup: raw.setup,

@@ -223,9 +223,7 @@ pub(crate) fn normalize(
     source: &SourceMeta,
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>, PayloadError> {
-    // The provider's name is a metric label and error text; definitions
-    // live as long as the process.
-    let provider: &'static str = crate::intern(&definition.name);
+    let provider = definition.label;
     let elements = elements(definition, request.body, provider)?;
     let header_id = match &definition.event.id {
         Some(IdSpec::Header(names)) => {

@@ -49,6 +49,9 @@ const BUILTIN: &[(&str, &str)] = &[
 #[derive(Debug)]
 pub struct Definition {
     pub name: String,
+    /// The name for the life of the process (metric labels, error texts),
+    /// interned once when the definition is read.
+    pub(crate) label: &'static str,
     pub title: String,
     pub docs: Option<String>,
     pub setup: Vec<String>,

@@ -168,29 +168,15 @@ impl DefinedSigner {
         let timestamp = now.timestamp().to_string();
         let id = format!("msg_{seq:x}{:x}", now.timestamp_micros());
         let token = hex::encode(crate::normalize::derived_id("", &[&seq.to_be_bytes(), timestamp.as_bytes()]));
-        let mut headers = Vec::new();
-        let mut query = Vec::new();
-        let mut form_extra: Vec<(String, String)> = Vec::new();
-        let mut place = |loc: &Option<Location>, text: &str, elements: &mut Vec<Value>| match loc {
-            Some(Location::Header(names)) => headers.push((names[0].to_ascii_lowercase(), text.to_owned())),
-            Some(Location::HeaderKey(names, key)) => add_pair(&mut headers, &names[0], key, text),
-            Some(Location::Json(p)) => {
-                for e in elements.iter_mut() {
-                    p.set(e, Value::String(text.to_owned()));
-                }
-            }
-            Some(Location::Form(f)) => form_extra.push((f.clone(), text.to_owned())),
-            Some(Location::Query(q)) => query.push((q.clone(), text.to_owned())),
-            None => {}
-        };
+        let mut out = Placed::default();
         let signs = matches!(auth.kind, AuthKind::Hmac | AuthKind::Ed25519 | AuthKind::EcdsaP256);
         if signs {
-            place(&auth.timestamp, &timestamp, &mut elements);
-            place(&auth.id, &id, &mut elements);
-            place(&auth.token, &token, &mut elements);
+            out.place(&auth.timestamp, &timestamp, &mut elements);
+            out.place(&auth.id, &id, &mut elements);
+            out.place(&auth.token, &token, &mut elements);
         }
         let serialize = |elements: &[Value], form_extra: &[(String, String)]| encode(d, elements, form_extra);
-        let (mut body, content_type) = serialize(&elements, &form_extra);
+        let (mut body, content_type) = serialize(&elements, &out.form);
         if let (AuthKind::Sns, Credential::Sns { pkcs8, cert_url, topic_arn }) = (auth.kind, self.credential.as_ref()) {
             let message = String::from_utf8(body).expect("JSON is UTF-8");
             let envelope = sns_envelope(
@@ -210,19 +196,16 @@ impl DefinedSigner {
                 body: envelope,
                 content_type: "text/plain; charset=UTF-8",
                 headers: vec![("x-amz-sns-message-type".into(), "Notification".into())],
-                query,
+                query: out.query,
             };
         }
         match (auth.kind, self.credential.as_ref()) {
-            (AuthKind::Basic, Credential::Basic { username, password }) => headers
+            (AuthKind::Basic, Credential::Basic { username, password }) => out
+                .headers
                 .push(("authorization".into(), format!("Basic {}", STANDARD.encode(format!("{username}:{password}"))))),
             (AuthKind::Token, Credential::Secret(token)) => {
                 let value = format!("{}{token}", auth.token_prefix.as_deref().unwrap_or_default());
-                match &auth.token {
-                    Some(Location::Header(names)) => headers.push((names[0].to_ascii_lowercase(), value)),
-                    Some(Location::Query(q)) => query.push((q.clone(), value)),
-                    _ => {}
-                }
+                out.place(&auth.token, &value, &mut elements);
             }
             (_, credential) if signs => {
                 let message = signed_content(
@@ -240,35 +223,51 @@ impl DefinedSigner {
                     Encoding::Base64url => URL_SAFE_NO_PAD.encode(raw),
                 };
                 let value = format!("{}{encoded}", auth.signature_prefix.as_deref().unwrap_or_default());
-                match &auth.signature {
-                    Some(Location::Header(names)) => headers.push((names[0].to_ascii_lowercase(), value)),
-                    Some(Location::HeaderKey(names, key)) => add_pair(&mut headers, &names[0], key, &value),
-                    Some(Location::Json(p)) => {
-                        for e in &mut elements {
-                            p.set(e, Value::String(value.clone()));
-                        }
-                        body = serialize(&elements, &form_extra).0;
-                    }
-                    Some(Location::Form(f)) => {
-                        form_extra.push((f.clone(), value));
-                        body = serialize(&elements, &form_extra).0;
-                    }
-                    Some(Location::Query(q)) => query.push((q.clone(), value)),
-                    None => {}
+                out.place(&auth.signature, &value, &mut elements);
+                // A signature in the body changes the body.
+                if matches!(auth.signature, Some(Location::Json(_) | Location::Form(_))) {
+                    body = serialize(&elements, &out.form).0;
                 }
             }
             _ => {}
         }
-        SignedRequest { body, content_type, headers, query }
+        SignedRequest { body, content_type, headers: out.headers, query: out.query }
     }
 }
 
-/// Adds `key=value` to the header `name` (a `k=v,k=v` header), creating it.
-fn add_pair(headers: &mut Vec<(String, String)>, name: &str, key: &str, value: &str) {
-    let name = name.to_ascii_lowercase();
-    match headers.iter_mut().find(|(n, _)| *n == name) {
-        Some((_, existing)) => existing.push_str(&format!(",{key}={value}")),
-        None => headers.push((name, format!("{key}={value}"))),
+/// What a sample request carries besides its body, as the definition's
+/// locations place the values.
+#[derive(Default)]
+struct Placed {
+    /// Lowercase names.
+    headers: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+    /// Form fields beside the one holding the events.
+    form: Vec<(String, String)>,
+}
+
+impl Placed {
+    /// Puts `text` where `location` says; a JSON location sets it in every element.
+    fn place(&mut self, location: &Option<Location>, text: &str, elements: &mut [Value]) {
+        match location {
+            Some(Location::Header(names)) => self.headers.push((names[0].to_ascii_lowercase(), text.to_owned())),
+            Some(Location::HeaderKey(names, key)) => {
+                // `key=value` in a `k=v,k=v` header, created by its first pair.
+                let name = names[0].to_ascii_lowercase();
+                match self.headers.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, existing)) => existing.push_str(&format!(",{key}={text}")),
+                    None => self.headers.push((name, format!("{key}={text}"))),
+                }
+            }
+            Some(Location::Json(p)) => {
+                for e in elements.iter_mut() {
+                    p.set(e, Value::String(text.to_owned()));
+                }
+            }
+            Some(Location::Form(f)) => self.form.push((f.clone(), text.to_owned())),
+            Some(Location::Query(q)) => self.query.push((q.clone(), text.to_owned())),
+            None => {}
+        }
     }
 }
 

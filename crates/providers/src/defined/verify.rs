@@ -203,11 +203,12 @@ impl Verifier {
     pub fn new(definition: Arc<Definition>, settings: &VerifierSettings) -> Result<Self, Vec<SettingProblem>> {
         let mut problems = Vec::new();
         let mut methods = Vec::new();
-        let mut used = (false, false, false);
+        // Whether a method takes the source's secrets (and may sign {url}).
+        let mut secret_method = false;
         for (i, auth) in definition.auth.iter().enumerate() {
             let keys = match auth.kind {
                 AuthKind::Hmac if settings.listed_secrets > 0 => {
-                    used.0 = true;
+                    secret_method = true;
                     let mut keys = Vec::new();
                     for (j, s) in settings.secrets.iter().enumerate() {
                         match secret_bytes(auth.secret_format, s) {
@@ -218,19 +219,16 @@ impl Verifier {
                     Keys::Hmac(keys)
                 }
                 AuthKind::Token if settings.listed_secrets > 0 => {
-                    used.0 = true;
+                    secret_method = true;
                     Keys::Token(settings.secrets.iter().map(|s| SecretSlice::from(s.as_bytes().to_vec())).collect())
                 }
                 AuthKind::Ed25519 if settings.listed_public_keys > 0 => {
-                    used.1 = true;
                     Keys::Ed25519(public_keys(settings, &mut problems, crate::mailpace::parse_public_key))
                 }
                 AuthKind::EcdsaP256 if settings.listed_public_keys > 0 => {
-                    used.1 = true;
                     Keys::Ecdsa(public_keys(settings, &mut problems, p256_point))
                 }
                 AuthKind::Basic if settings.username.is_some() || settings.password.is_some() => {
-                    used.2 = true;
                     match (&settings.username, &settings.password) {
                         (Some(u), Some(p)) => Keys::Basic(SecretString::from(u.clone()), SecretString::from(p.clone())),
                         (None, _) => {
@@ -307,7 +305,7 @@ impl Verifier {
             // A method without credentials must not open the door.
             methods.retain(|(_, k)| !matches!(k, Keys::None));
         }
-        if definition.signs_url() && settings.webhook_url.is_none() && used.0 {
+        if definition.signs_url() && settings.webhook_url.is_none() && secret_method {
             problems.push(problem(
                 "webhook_url",
                 format!("{name} signs the URL it posts to: give it exactly as configured at the provider"),
@@ -398,7 +396,7 @@ impl Verifier {
             Keys::Basic(user, password) => check_basic(request.headers, user, password),
             Keys::Token(tokens) => {
                 let location = auth.token.as_ref().expect("compiled: a token method has a location");
-                let value = find(location, request)
+                let value = find(location, request, None)
                     .ok_or_else(|| VerifyError::MissingCredentials(location.describe().into()))?;
                 let value = match &auth.token_prefix {
                     Some(prefix) => {
@@ -423,7 +421,13 @@ impl Verifier {
     ) -> Result<Verified, VerifyError> {
         let location = auth.signature.as_ref().expect("compiled: a signing method has a signature");
         let what: Cow<'static, str> = location.describe().into();
-        let raw = find(location, request).ok_or_else(|| VerifyError::MissingSignature(what.clone()))?;
+        // The body is parsed once for every value a method reads from it.
+        let in_body = [&auth.signature, &auth.timestamp, &auth.id, &auth.token]
+            .into_iter()
+            .any(|l| matches!(l, Some(Location::Json(_))));
+        let json: Option<serde_json::Value> = if in_body { serde_json::from_slice(request.body).ok() } else { None };
+        let find = |location: &Location| find(location, request, json.as_ref());
+        let raw = find(location).ok_or_else(|| VerifyError::MissingSignature(what.clone()))?;
         let malformed =
             |detail: &'static str| VerifyError::MalformedSignature { header: what.clone(), detail: detail.into() };
         // Several values of one key (a rotation) arrive joined by commas.
@@ -449,7 +453,7 @@ impl Verifier {
         }
         let timestamp = match &auth.timestamp {
             Some(loc) => {
-                let value = find(loc, request).ok_or_else(|| VerifyError::MissingSignature(loc.describe().into()))?;
+                let value = find(loc).ok_or_else(|| VerifyError::MissingSignature(loc.describe().into()))?;
                 if let Some(tolerance) = self.tolerance.or(auth.tolerance) {
                     let seconds = value.trim().parse::<f64>().map_err(|_| VerifyError::MalformedSignature {
                         header: loc.describe().into(),
@@ -464,8 +468,8 @@ impl Verifier {
             }
             None => None,
         };
-        let id = auth.id.as_ref().and_then(|loc| find(loc, request));
-        let token = auth.token.as_ref().and_then(|loc| find(loc, request));
+        let id = auth.id.as_ref().and_then(find);
+        let token = auth.token.as_ref().and_then(find);
         for (part, value, loc) in [(super::Part::Id, &id, &auth.id), (super::Part::Token, &token, &auth.token)] {
             if auth.signed.contains(&part) && value.is_none() {
                 let name = loc.as_ref().map_or_else(String::new, Location::describe);
@@ -577,8 +581,13 @@ fn check_basic(headers: &HeaderMap, user: &SecretString, password: &SecretString
     if bool::from(ok) { Ok(Verified::default()) } else { Err(VerifyError::InvalidCredentials) }
 }
 
-/// The value at `location` in the request, as text.
-pub(crate) fn find<'a>(location: &Location, request: &Request<'a>) -> Option<Cow<'a, str>> {
+/// The value at `location` in the request, as text; `json` is the body
+/// already parsed, when the caller has it.
+pub(crate) fn find<'a>(
+    location: &Location,
+    request: &Request<'a>,
+    json: Option<&serde_json::Value>,
+) -> Option<Cow<'a, str>> {
     match location {
         Location::Header(names) => names
             .iter()
@@ -596,8 +605,15 @@ pub(crate) fn find<'a>(location: &Location, request: &Request<'a>) -> Option<Cow
             (!values.is_empty()).then(|| Cow::Owned(values.join(",")))
         }
         Location::Json(pointer) => {
-            let value: serde_json::Value = serde_json::from_slice(request.body).ok()?;
-            pointer.find(&value).and_then(super::pointer::text).map(Cow::Owned)
+            let parsed;
+            let value = match json {
+                Some(value) => value,
+                None => {
+                    parsed = serde_json::from_slice::<serde_json::Value>(request.body).ok()?;
+                    &parsed
+                }
+            };
+            pointer.find(value).and_then(super::pointer::text).map(Cow::Owned)
         }
         Location::Form(field) => {
             form_urlencoded::parse(request.body).find(|(k, _)| k == field).map(|(_, v)| Cow::Owned(v.into_owned()))
