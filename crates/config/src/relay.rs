@@ -10,7 +10,7 @@ use hookbridge_relay::{SubscriberSettings, Url};
 use crate::{Problems, raw};
 
 /// An `http://` or `https://` URL, or what is wrong with it.
-fn http_url(text: &str) -> Result<Url, String> {
+pub(crate) fn http_url(text: &str) -> Result<Url, String> {
     match Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
         Ok(_) => Err("must be an http:// or https:// URL".into()),

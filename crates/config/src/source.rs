@@ -22,18 +22,22 @@ pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str, catalogue: &Catalo
             format!("unknown provider `{}` (expected one of: {})", raw.provider, names.join(", ")),
         ));
     }
-    let one = |field: &str, value: &Option<SecretRef>, problems: &mut Problems| -> Option<String> {
-        match value.as_ref()?.resolve() {
+    // A secret's value, or its problem at `key`.
+    let secret = |key: String, value: &SecretRef, problems: &mut Problems| -> Option<String> {
+        match value.resolve() {
             Ok(v) if v.is_empty() => {
-                problems.push((format!("{at}.{field}"), "is empty".into()));
+                problems.push((key, "is empty".into()));
                 None
             }
             Ok(v) => Some(v),
             Err(e) => {
-                problems.push((format!("{at}.{field}"), e.to_string()));
+                problems.push((key, e.to_string()));
                 None
             }
         }
+    };
+    let one = |field: &str, value: &Option<SecretRef>, problems: &mut Problems| {
+        secret(format!("{at}.{field}"), value.as_ref()?, problems)
     };
     let mut allowed_ips = Vec::new();
     for (j, entry) in raw.allowed_ips.iter().enumerate() {
@@ -45,26 +49,11 @@ pub(crate) fn build_source(raw: &raw::SourceConfig, at: &str, catalogue: &Catalo
                 .push((format!("{at}.allowed_ips[{j}]"), format!("`{entry}` is not an address or CIDR network"))),
         }
     }
-    if let Some(url) = &raw.webhook_url
-        && !(url.starts_with("https://") || url.starts_with("http://"))
-    {
-        problems.push((format!("{at}.webhook_url"), format!("`{url}` is not an http(s) URL")));
+    if let Some(Err(e)) = raw.webhook_url.as_deref().map(crate::relay::http_url) {
+        problems.push((format!("{at}.webhook_url"), e));
     }
     let resolve = |field: &str, list: &[SecretRef], problems: &mut Problems| -> Vec<String> {
-        list.iter()
-            .enumerate()
-            .filter_map(|(j, s)| match s.resolve() {
-                Ok(v) if v.is_empty() => {
-                    problems.push((format!("{at}.{field}[{j}]"), "is empty".into()));
-                    None
-                }
-                Ok(v) => Some(v),
-                Err(e) => {
-                    problems.push((format!("{at}.{field}[{j}]"), e.to_string()));
-                    None
-                }
-            })
-            .collect()
+        list.iter().enumerate().filter_map(|(j, s)| secret(format!("{at}.{field}[{j}]"), s, problems)).collect()
     };
     let settings = VerifierSettings {
         public_keys: resolve("public_keys", &raw.public_keys, &mut problems),

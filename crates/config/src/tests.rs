@@ -494,3 +494,44 @@ auth = { type = "oauth2", token_url = "https://id.example/oauth/token", client_i
         Ok(())
     });
 }
+
+#[test]
+fn catalogue_source_problems_name_their_path() {
+    Jail::expect_with(|_| {
+        let text = r#"
+[[ingress.sources]]
+name = "mandrill"
+provider = "mandrill"
+secrets = ["k"]
+webhook_url = "ftp://hooks.example/x"
+[[ingress.sources]]
+name = "postmark"
+provider = "postmark"
+username = "u"
+password = ""
+allowed_ips = ["10.0.0.0/8", "not-an-address"]
+[[ingress.sources]]
+name = "ses"
+provider = "ses"
+topic_arns = ["my-topic"]
+signing_cert_ca = "/nonexistent/ca.pem"
+[[ingress.sources]]
+name = "mailgun"
+provider = "mailgun"
+topic_arns = ["arn:aws:sns:eu-west-1:1:t"]
+"#;
+        let err = Config::from_toml(text).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "ingress.sources[0].webhook_url",
+            "ingress.sources[1].password",
+            "ingress.sources[1].allowed_ips[1]",
+            "ingress.sources[2].topic_arns[0]",
+            "ingress.sources[2].signing_cert_ca",
+            "ingress.sources[3].topic_arns",
+        ] {
+            assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+        }
+        Ok(())
+    });
+}
