@@ -270,7 +270,9 @@ pub(crate) fn normalize(
         let subject = first_text(&spec.subject, value);
         let time = spec.time.iter().find_map(|p| p.find(value)).and_then(|v| parse_time(v, spec.time_format));
         let normalized = normalized(definition, &ty, rule, value, &name, subject.as_deref());
-        let original = if definition.shape == Shape::Sns {
+        // The SNS envelope was added for lookups; what redaction keeps must
+        // not carry it (without redaction the raw element is kept as it is).
+        let original = if definition.shape == Shape::Sns && !source.redactor.is_empty() {
             let mut value = value.clone();
             value.as_object_mut().expect("an object").remove("$envelope");
             source.redactor.original(&element.raw, &value)

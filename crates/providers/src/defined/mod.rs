@@ -257,7 +257,8 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// The built-in definitions.
+    /// The built-in definitions, compiled anew (the process's copy is
+    /// [`crate::builtin_catalogue`]).
     ///
     /// # Panics
     /// When a built-in definition is invalid (a test checks they are not).
@@ -276,7 +277,8 @@ impl Catalogue {
     /// # Errors
     /// Every problem of every file, each with its file and key path.
     pub fn load(dirs: &[PathBuf]) -> Result<Self, Vec<DefinitionProblem>> {
-        let mut catalogue = Self::builtin();
+        // The built-ins are compiled once per process (`builtin_catalogue`).
+        let mut catalogue = crate::builtin_catalogue().clone();
         let mut problems = Vec::new();
         for dir in dirs {
             let entries = match std::fs::read_dir(dir) {
