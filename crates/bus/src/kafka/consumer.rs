@@ -114,7 +114,8 @@ impl Shared {
 pub(crate) struct KafkaConsumer {
     shared: Arc<Shared>,
     patterns: Vec<EventPattern>,
-    records: mpsc::UnboundedReceiver<OwnedMessage>,
+    /// Records read, each with its partition's epoch when read.
+    records: mpsc::UnboundedReceiver<(u64, OwnedMessage)>,
     redelivered: mpsc::UnboundedReceiver<Held>,
     waiting: Arc<AtomicUsize>,
     held_retries: Arc<AtomicUsize>,
@@ -199,18 +200,17 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
     if let Some(instance) = &o.instance_id {
         config.set("group.instance.id", instance);
     }
-    let context = GroupContext {
-        tracks: tracks.clone(),
+    let joiner = Joiner {
+        bus: bus.clone(),
+        config,
+        topics: subscriptions(&o.topic_prefix, &options.patterns, &retry_topic),
         group: group.clone(),
+        tracks: tracks.clone(),
         start,
         offsets: bus.group_client(&group)?,
-        _open: super::OpenConsumer::new(&bus.inner.open_consumers),
     };
-    let consumer: Arc<StreamConsumer<GroupContext>> =
-        Arc::new(config.create_with_context(context).map_err(|e| kafka_error("cannot create the Kafka consumer", &e))?);
-    let topics = subscriptions(&o.topic_prefix, &options.patterns, &retry_topic);
-    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topic_refs).map_err(|e| kafka_error("cannot subscribe", &e))?;
+    let consumer = joiner.join(0)?;
+    let current = Arc::new(Mutex::new(consumer.clone()));
 
     let (records_tx, records) = mpsc::unbounded_channel();
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
@@ -220,17 +220,17 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
     let shared =
         Arc::new(Shared { bus: bus.clone(), group, retry_topic, tracks, commits: commits_tx, redeliver: redeliver_tx });
     tokio::spawn(poll(
-        consumer.clone(),
+        Member { consumer, current: current.clone(), joiner },
         records_tx,
         Arc::downgrade(&shared),
         waiting.clone(),
         held_retries.clone(),
         shared.retry_topic.clone(),
     ));
-    let (committer, committed_tracks, committer_group) = (consumer, shared.tracks.clone(), shared.group.clone());
+    let (committed_tracks, committer_group) = (shared.tracks.clone(), shared.group.clone());
     std::thread::Builder::new()
         .name("hookbridge-kafka-commit".into())
-        .spawn(move || commit_rounds(committer, committed_tracks, commits_rx, committer_group))
+        .spawn(move || commit_rounds(current, committed_tracks, commits_rx, committer_group))
         .map_err(|e| Error::Unavailable(format!("cannot start the Kafka committer: {e}")))?;
     Ok(Box::new(KafkaConsumer {
         shared,
@@ -243,6 +243,68 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
     }))
 }
 
+/// Makes the group's consumer: at subscription, and again whenever the
+/// one before failed fatally.
+struct Joiner {
+    bus: KafkaBus,
+    config: rdkafka::ClientConfig,
+    topics: Vec<String>,
+    group: String,
+    tracks: Arc<Mutex<Tracks>>,
+    start: HashMap<Partition, i64>,
+    offsets: Arc<BaseConsumer<super::Context>>,
+}
+
+impl Joiner {
+    /// A consumer of the group, subscribed, as its `member`-th consumer.
+    fn join(&self, member: u64) -> Result<Arc<StreamConsumer<GroupContext>>> {
+        let context = GroupContext {
+            tracks: self.tracks.clone(),
+            member,
+            group: self.group.clone(),
+            start: self.start.clone(),
+            offsets: self.offsets.clone(),
+            _open: super::OpenConsumer::new(&self.bus.inner.open_consumers),
+        };
+        let consumer: StreamConsumer<GroupContext> = self
+            .config
+            .create_with_context(context)
+            .map_err(|e| kafka_error("cannot create the Kafka consumer", &e))?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| kafka_error("cannot subscribe", &e))?;
+        Ok(Arc::new(consumer))
+    }
+}
+
+/// The group's consumer as the poller holds it, and as the committer finds it.
+struct Member {
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    current: Arc<Mutex<Arc<StreamConsumer<GroupContext>>>>,
+    joiner: Joiner,
+}
+
+impl Member {
+    /// Replaces a consumer that failed fatally (librdkafka gives such a
+    /// consumer up for good: with a static `group.instance.id`, a broker
+    /// answers a member that rejoined after an outage with
+    /// `FENCED_INSTANCE_ID`) by a new one in the same group. What the old
+    /// one handed out settles without committing and comes again from the
+    /// group's committed offsets: nothing is skipped.
+    fn rejoin(&mut self, code: RDKafkaErrorCode, reason: &str) {
+        let member = self.joiner.tracks.lock().expect("tracks lock").renew();
+        tracing::warn!(group = %self.joiner.group, %code, reason, "the Kafka group's consumer failed for good; joining the group with a new one");
+        match self.joiner.join(member) {
+            Ok(consumer) => {
+                *self.current.lock().expect("consumer lock") = consumer.clone();
+                close(std::mem::replace(&mut self.consumer, consumer));
+            }
+            Err(error) => {
+                tracing::warn!(group = %self.joiner.group, %error, "cannot make a new Kafka consumer; trying again")
+            }
+        }
+    }
+}
+
 /// Polls the group's consumer, handing records over, until the consumer
 /// and every delivery of it are gone: deliveries still in flight at shutdown
 /// need their commits, and a commit needs a consumer whose rebalances are
@@ -250,8 +312,8 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
 /// settled offsets committed) and leaves the group, so the other members
 /// take over at once rather than after the session timeout.
 async fn poll(
-    consumer: Arc<StreamConsumer<GroupContext>>,
-    records: mpsc::UnboundedSender<OwnedMessage>,
+    mut member: Member,
+    records: mpsc::UnboundedSender<(u64, OwnedMessage)>,
     shared: std::sync::Weak<Shared>,
     waiting: Arc<AtomicUsize>,
     held_retries: Arc<AtomicUsize>,
@@ -260,6 +322,7 @@ async fn poll(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let (mut events_paused, mut retries_paused) = (false, false);
     while shared.strong_count() > 0 {
+        let consumer = member.consumer.clone();
         tokio::select! {
             _ = tick.tick() => {
                 let want_events = waiting.load(Ordering::Relaxed) >= MAX_WAITING;
@@ -284,14 +347,22 @@ async fn poll(
             // Also serves rebalances.
             message = consumer.recv() => match message {
                 Ok(message) => {
-                    // Once the consumer is gone, a record is dropped untracked:
-                    // it comes again to whoever reads the partition next.
-                    if records.send(message.detach()).is_ok() {
+                    // A record is dropped untracked once the consumer is
+                    // gone, or if its partition is not (or no longer) this
+                    // member's: it comes again to whoever reads it next.
+                    let epoch = member.joiner.tracks.lock().expect("tracks lock").epoch_of(message.topic(), message.partition());
+                    if let Some(epoch) = epoch && records.send((epoch, message.detach())).is_ok() {
                         waiting.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot read from Kafka; retrying");
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        drop(consumer);
+                        member.rejoin(code, &reason);
+                        (events_paused, retries_paused) = (false, false);
+                    } else {
+                        tracing::warn!(%error, "cannot read from Kafka; retrying");
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
@@ -300,13 +371,13 @@ async fn poll(
     // The committer may still be inside a commit that needs this
     // consumer's rebalances served: keep serving until it lets go.
     let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-    while Arc::strong_count(&consumer) > 1 && tokio::time::Instant::now() < deadline {
+    while Arc::strong_count(&member.current) > 1 && tokio::time::Instant::now() < deadline {
         tokio::select! {
-            _ = consumer.recv() => {}
+            _ = member.consumer.recv() => {}
             () = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
-    close(consumer);
+    close(member.consumer);
 }
 
 /// Drops a handle of the group's consumer on a thread of its own: the last
@@ -331,10 +402,12 @@ pub(super) fn retry_headers(event: &Event, due: DateTime<Utc>, attempt: u32, pub
 impl KafkaConsumer {
     /// Makes a record a held delivery, or settles it at once when this group
     /// does not take it.
-    async fn accept(&mut self, message: OwnedMessage) -> Result<Option<Held>> {
+    async fn accept(&mut self, epoch: u64, message: OwnedMessage) -> Result<Option<Held>> {
         let partition = (message.topic().to_owned(), message.partition());
         let offset = message.offset();
-        let epoch = self.shared.tracks.lock().expect("tracks lock").seen(&partition, offset);
+        if !self.shared.tracks.lock().expect("tracks lock").seen(&partition, epoch, offset) {
+            return Ok(None);
+        }
         let timestamp = message.timestamp().to_millis().map_or_else(Utc::now, millis_to_time);
         let event = match message.payload().map(Event::from_json) {
             Some(Ok(event)) => Some(event),
@@ -400,9 +473,9 @@ impl Consumer for KafkaConsumer {
                     }
                 }
                 message = self.records.recv() => {
-                    let Some(message) = message else { return Err(Error::Closed) };
+                    let Some((epoch, message)) = message else { return Err(Error::Closed) };
                     self.waiting.fetch_sub(1, Ordering::Relaxed);
-                    if let Some(held) = self.accept(message).await? {
+                    if let Some(held) = self.accept(epoch, message).await? {
                         if held.due > Utc::now() {
                             self.held_retries.fetch_add(1, Ordering::Relaxed);
                             self.timers.push(Reverse(held));

@@ -30,6 +30,9 @@ impl Track {
 pub(super) struct Tracks {
     pub(super) partitions: HashMap<Partition, Track>,
     pub(super) epoch: u64,
+    /// The group's current consumer: one more each time a consumer that
+    /// failed fatally is replaced.
+    pub(super) member: u64,
 }
 
 impl Tracks {
@@ -39,15 +42,32 @@ impl Tracks {
         self.partitions.insert(partition, Track { epoch, in_flight: BTreeSet::new(), next: None, committed: None });
     }
 
-    /// Registers a record handed out; its partition's epoch.
-    pub(super) fn seen(&mut self, partition: &Partition, offset: i64) -> u64 {
-        if !self.partitions.contains_key(partition) {
-            self.assign(partition.clone());
-        }
-        let track = self.partitions.get_mut(partition).expect("just assigned");
+    /// The epoch of an assigned partition: a record read now belongs to it.
+    pub(super) fn epoch_of(&self, topic: &str, partition: i32) -> Option<u64> {
+        // Keyed by an owned pair; the look-up allocates only the topic.
+        self.partitions.get(&(topic.to_owned(), partition)).map(|t| t.epoch)
+    }
+
+    /// Registers a record handed out, read while its partition was at
+    /// `epoch`; false (the record is dropped untracked, and comes again to
+    /// whoever reads the partition next) if the partition was revoked or
+    /// assigned again since: its position may be behind the record, and
+    /// settling the record would commit past events not yet read.
+    pub(super) fn seen(&mut self, partition: &Partition, epoch: u64, offset: i64) -> bool {
+        let Some(track) = self.partitions.get_mut(partition).filter(|t| t.epoch == epoch) else {
+            return false;
+        };
         track.in_flight.insert(offset);
         track.next = Some(track.next.map_or(offset + 1, |n| n.max(offset + 1)));
-        track.epoch
+        true
+    }
+
+    /// Forgets every partition for a new consumer of the group: what the
+    /// old one handed out settles without committing, and comes again.
+    pub(super) fn renew(&mut self) -> u64 {
+        self.partitions.clear();
+        self.member += 1;
+        self.member
     }
 
     pub(super) fn is_current(&self, partition: &Partition, epoch: u64) -> bool {
@@ -95,7 +115,7 @@ pub(super) fn commit_list(offsets: &[(Partition, i64)]) -> TopicPartitionList {
 /// Commits in rounds on a thread of its own: every settlement waiting when
 /// a round starts is stored by it. Ends when no settlement can come.
 pub(super) fn commit_rounds(
-    consumer: Arc<StreamConsumer<GroupContext>>,
+    current: Arc<Mutex<Arc<StreamConsumer<GroupContext>>>>,
     tracks: Arc<Mutex<Tracks>>,
     mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<()>>>,
     group: String,
@@ -110,6 +130,8 @@ pub(super) fn commit_rounds(
         // partitions revoked meanwhile is fenced by the broker (its
         // generation is over), so it cannot move another member's position.
         let offsets = tracks.lock().expect("tracks lock").to_commit(None);
+        // The group's consumer now: a replaced one's tracks are gone.
+        let consumer = current.lock().expect("consumer lock").clone();
         let result = if offsets.is_empty() {
             Ok(())
         } else {

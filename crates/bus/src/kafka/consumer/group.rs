@@ -9,6 +9,9 @@ use super::*;
 /// and places the partitions the group has no committed offset in.
 pub(super) struct GroupContext {
     pub(super) tracks: Arc<Mutex<Tracks>>,
+    /// Which of the group's successive consumers this is (see
+    /// [`Tracks::member`]): a replaced one's callbacks touch nothing.
+    pub(super) member: u64,
     pub(super) group: String,
     /// The group's start positions (see [`super::start`]).
     pub(super) start: HashMap<Partition, i64>,
@@ -73,6 +76,9 @@ impl GroupContext {
     /// ours, and forgets them.
     pub(super) fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
         let mut tracks = self.tracks.lock().expect("tracks lock");
+        if tracks.member != self.member {
+            return;
+        }
         // Asynchronously: a blocking commit inside a rebalance can wait for
         // the rebalance itself.
         let offsets = tracks.to_commit(Some(revoked));
@@ -92,6 +98,12 @@ impl ConsumerContext for GroupContext {
     // assignment's offsets be set before it takes effect.
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        if self.tracks.lock().expect("tracks lock").member != self.member {
+            // A consumer replaced after a fatal error, closing: it takes
+            // nothing and forgets nothing of its successor's.
+            let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+            return;
+        }
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.place(tpl);
@@ -101,6 +113,9 @@ impl ConsumerContext for GroupContext {
                     return;
                 }
                 let mut tracks = self.tracks.lock().expect("tracks lock");
+                if tracks.member != self.member {
+                    return;
+                }
                 for element in tpl.elements() {
                     tracks.assign((element.topic().to_owned(), element.partition()));
                 }
@@ -112,7 +127,11 @@ impl ConsumerContext for GroupContext {
             }
             other => {
                 tracing::warn!(group = %self.group, error = %RDKafkaErrorCode::from(other), "Kafka rebalance error");
-                self.tracks.lock().expect("tracks lock").partitions.clear();
+                let mut tracks = self.tracks.lock().expect("tracks lock");
+                if tracks.member == self.member {
+                    tracks.partitions.clear();
+                }
+                drop(tracks);
                 let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
             }
         }
