@@ -12,7 +12,7 @@ use hookbridge_relay::replay::ReplayView;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 
-use crate::cli::{AdminArgs, DeadLettersCommand, ReplayArgs, SubscribersCommand};
+use crate::cli::{AdminArgs, AttemptsCommand, DeadLettersCommand, ReplayArgs, SubscribersCommand};
 
 struct Client {
     base: String,
@@ -140,6 +140,50 @@ pub async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<ExitCod
             println!("{} dead letter{} discarded", count.count, if count.count == 1 { "" } else { "s" });
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn attempts(command: AttemptsCommand) -> anyhow::Result<ExitCode> {
+    let AttemptsCommand::List(args) = command;
+    let client = Client::new(&args.target.admin)?;
+    let mut url = reqwest::Url::parse("http://admin/")?;
+    url.set_path(&format!("/admin/subscribers/{}/attempts", args.target.subscriber));
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("limit", &args.limit.to_string());
+        if let Some(event) = &args.event {
+            query.append_pair("event", event);
+        }
+        if let Some(status) = &args.status {
+            query.append_pair("status", status);
+        }
+        if let Some(since) = &args.since {
+            query.append_pair("since", &since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        }
+    }
+    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let attempts: Vec<hookbridge_bus::AttemptRecord> = client.call(reqwest::Method::GET, &path, None).await?;
+    println!(
+        "{:<24} {:<38} {:>3} {:<15} {:>6} {:>9}  {:<24} ERROR",
+        "TIME", "EVENT", "#", "OUTCOME", "STATUS", "MS", "NEXT ATTEMPT"
+    );
+    for a in &attempts {
+        println!(
+            "{:<24} {:<38} {:>3} {:<15} {:>6} {:>9.1}  {:<24} {}",
+            a.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            a.event_id,
+            a.attempt,
+            a.outcome,
+            a.status.map_or("-".to_owned(), |s| s.to_string()),
+            a.latency_ms,
+            a.next_attempt_at.map_or("-".to_owned(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            a.error.as_deref().unwrap_or(""),
+        );
+        if args.responses && !a.response.is_empty() {
+            println!("    response: {}", a.response.replace('\n', " "));
+        }
+    }
+    println!("{} attempt{}", attempts.len(), if attempts.len() == 1 { "" } else { "s" });
     Ok(ExitCode::SUCCESS)
 }
 

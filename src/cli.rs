@@ -29,6 +29,9 @@ pub enum Command {
     DeadLetters(DeadLettersCommand),
     /// Re-deliver to a subscriber what the bus retains since a time (through the admin API).
     Replay(ReplayArgs),
+    /// The delivery record: every attempt at a subscriber, with its answer (through the admin API).
+    #[command(subcommand)]
+    Attempts(AttemptsCommand),
     /// Receive deliveries: verify their Standard Webhooks signature and print them.
     Receive(ReceiveArgs),
     /// Validate a config file and print what it configures, without secrets.
@@ -138,6 +141,34 @@ pub struct DeadLetterArgs {
     pub target: SubscriberArgs,
     #[arg(long)]
     pub id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttemptsCommand {
+    /// A subscriber's attempts, newest first: time, event, attempt, outcome, status, latency, next retry.
+    List(AttemptsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AttemptsArgs {
+    #[command(flatten)]
+    pub target: SubscriberArgs,
+    /// Only the attempts at this event id.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// `failed`, an outcome (delivered, retry_scheduled, slowed_down, dead_lettered, gone),
+    /// an HTTP status (500) or a class (5xx).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only attempts made since this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many (at most 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Also print each attempt's response excerpt.
+    #[arg(long)]
+    pub responses: bool,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Subscribers(command) => admin::subscribers(command).await,
         Command::DeadLetters(command) => admin::dead_letters(command).await,
         Command::Replay(args) => admin::replay(args).await,
+        Command::Attempts(command) => admin::attempts(command).await,
         Command::Receive(args) => receive::run(args).await,
         Command::Check(args) => {
             let config = load(&args.config)?;

@@ -205,7 +205,7 @@ async fn kill_9_of_the_relay_before_its_first_ack_on_nats_loses_nothing() {
 /// event to reach the subscriber; how long that took after the restart.
 async fn relay_kill_9(dir: &Path, backend: &str, bus_toml: &str, kill_after: usize) -> Duration {
     let recorder = Recorder::spawn().await;
-    recorder.answer(Reply { status: 200, retry_after: None, delay: Duration::from_millis(100) });
+    recorder.answer(Reply { delay: Duration::from_millis(100), ..Reply::status(200) });
     let extra = format!("{bus_toml}{}", subscriber_toml("slow", &recorder.url(), "max_in_flight = 4"));
     let config = write_config_with(dir, &extra);
     let text = std::fs::read_to_string(&config).unwrap();
@@ -231,7 +231,7 @@ async fn relay_kill_9(dir: &Path, backend: &str, bus_toml: &str, kill_after: usi
 async fn sigterm_lets_deliveries_in_flight_finish_and_settle() {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Recorder::spawn().await;
-    recorder.answer(Reply { status: 200, retry_after: None, delay: Duration::from_millis(1500) });
+    recorder.answer(Reply { delay: Duration::from_millis(1500), ..Reply::status(200) });
     let config = write_config_with(dir.path(), &subscriber_toml("slow", &recorder.url(), ""));
     let mut running = Running::start(&config);
     let id = send(&reqwest::Client::new(), &running, 1).await;

@@ -2,6 +2,7 @@
 //! signatures, the real embedded bus, and the `hookbridge` binary itself.
 
 mod asyncapi;
+mod attempts;
 mod binary;
 mod browser;
 mod catalogue;

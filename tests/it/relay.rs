@@ -106,7 +106,7 @@ async fn signatures_verify_with_independent_implementations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_fails_then_succeeds_gets_the_event_with_one_webhook_id() {
     let recorder = Recorder::spawn().await;
-    recorder.script([Reply::status(503), Reply { status: 500, retry_after: None, delay: Duration::ZERO }]);
+    recorder.script([Reply::status(503), Reply::status(500)]);
     let app = TestApp::spawn_relay(&subscriber("flaky", &recorder, r#"["*"]"#, "")).await;
     let id = app.send("mailpace", "email.delivered", 1).await;
     let requests = recorder.wait_for(3, WAIT).await;
@@ -175,7 +175,7 @@ async fn client_errors_dead_letter_at_once_and_discard_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
     let recorder = Recorder::spawn().await;
-    recorder.script([Reply { status: 429, retry_after: Some("1".into()), delay: Duration::ZERO }]);
+    recorder.script([Reply { retry_after: Some("1".into()), ..Reply::status(429) }]);
     let app = TestApp::spawn_relay(&subscriber("limited", &recorder, r#"["*"]"#, "")).await;
     app.send("mailpace", "email.queued", 1).await;
     let requests = recorder.wait_for(2, WAIT).await;
@@ -242,7 +242,7 @@ async fn replay_since_a_time_delivers_exactly_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_does_not_slow_a_fast_one() {
     let (slow, fast) = (Recorder::spawn().await, Recorder::spawn().await);
-    slow.answer(Reply { status: 200, retry_after: None, delay: Duration::from_secs(8) });
+    slow.answer(Reply { delay: Duration::from_secs(8), ..Reply::status(200) });
     let app = TestApp::spawn_relay(
         &[
             subscriber("slow", &slow, r#"["*"]"#, "max_in_flight = 1\ntimeout = \"20s\""),

@@ -157,11 +157,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.backend, args.connections
         );
         let bus = broker.open("hookbridge").await?;
-        let mut reports = relay::run(bus, events, args.connections, None).await?;
+        let mut reports = relay::run(bus, events, args.connections, None, true).await?;
+        // The delivery record's cost: the same run without it.
+        println!("again without the delivery record");
+        let bus = broker.open("unrecorded").await?;
+        let unrecorded = relay::run(bus, events, args.connections, None, false).await?;
+        reports.extend(unrecorded.into_iter().skip(1).map(|mut r| {
+            r.name = format!("{} (no record)", r.name);
+            r
+        }));
         if let Some(filter) = &args.relay_filter {
             println!("again with the filter {filter}");
             let bus = broker.open("filtered").await?;
-            let filtered = relay::run(bus, events, args.connections, Some(filter)).await?;
+            let filtered = relay::run(bus, events, args.connections, Some(filter), true).await?;
             reports.extend(filtered.into_iter().skip(1).map(|mut r| {
                 r.name = format!("{} + filter", r.name);
                 r

@@ -108,6 +108,7 @@ pub async fn run(
     events: usize,
     in_flight: usize,
     filter: Option<&str>,
+    record_attempts: bool,
 ) -> anyhow::Result<Vec<Report>> {
     let sink = Sink::start()?;
     let mut settings = subscriber(&sink, in_flight);
@@ -169,6 +170,7 @@ pub async fn run(
         topic_prefix: "hookbridge".into(),
         subscribers: vec![settings.clone()],
         status_interval: Duration::from_secs(15),
+        record_attempts,
     };
     // A new group starts at the latest event: point it at the backlog first.
     let group = relay_settings.group("bench");
@@ -221,6 +223,16 @@ pub async fn run(
     relay.wait().await;
     let status = bus.group_status(&group, &[EventPattern::All]).await?;
     anyhow::ensure!(status.backlog == 0 && status.pending_retries == 0, "relay left work: {status:?}");
+    if record_attempts {
+        // Every delivery and replay attempt is in the record.
+        let query = hookbridge_bus::AttemptQuery {
+            subscriber: Some("bench".into()),
+            since: Some(since),
+            limit: 1,
+            ..hookbridge_bus::AttemptQuery::default()
+        };
+        anyhow::ensure!(!bus.attempts(&query).await?.is_empty(), "no attempt was recorded");
+    }
     Ok(reports)
 }
 

@@ -16,6 +16,7 @@
 //! Backends: [`embedded`] (a durable log on local disk), [`nats`] (JetStream)
 //! and [`kafka`]. All implement the same traits and pass the same [`conformance`] suite.
 
+pub mod attempts;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
@@ -32,6 +33,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookbridge_event::{Event, EventPattern};
 
+pub use attempts::{AttemptQuery, AttemptRecord, StatusFilter};
 pub use error::{Error, Result};
 pub use options::{BusOptions, open};
 
@@ -163,6 +165,19 @@ pub trait Bus: Publisher + std::any::Any {
     /// # Errors
     /// When the backend cannot be written.
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()>;
+
+    /// Adds delivery attempts to the delivery record, kept for the bus's
+    /// `attempts_retention` and read by every process on the bus.
+    ///
+    /// # Errors
+    /// When the backend cannot be written; none of them may be kept.
+    async fn record_attempts(&self, attempts: &[AttemptRecord]) -> Result<()>;
+
+    /// The recorded attempts answering `query`, newest first, at most its limit.
+    ///
+    /// # Errors
+    /// When the backend cannot be read.
+    async fn attempts(&self, query: &AttemptQuery) -> Result<Vec<AttemptRecord>>;
 }
 
 /// Where a [`Bus::tail`] starts.

@@ -49,7 +49,15 @@ fn open(dir: &TempDir, retention: Retention) -> EmbeddedBus {
 #[tokio::test]
 async fn retention_by_size_drops_the_oldest_events() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = open(&dir, Retention { max_age: None, max_bytes: Some(2_000), dedup_window: Duration::from_secs(60) });
+    let bus = open(
+        &dir,
+        Retention {
+            max_age: None,
+            max_bytes: Some(2_000),
+            dedup_window: Duration::from_secs(60),
+            ..Retention::default()
+        },
+    );
     let events: Vec<_> = (0..20).map(|_| conformance::event("email.delivered")).collect();
     for e in &events {
         bus.publish(e).await.unwrap();
@@ -74,7 +82,10 @@ async fn retention_by_size_drops_the_oldest_events() {
 #[tokio::test]
 async fn dedup_window_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = open(&dir, Retention { max_age: None, max_bytes: None, dedup_window: Duration::from_millis(50) });
+    let bus = open(
+        &dir,
+        Retention { max_age: None, max_bytes: None, dedup_window: Duration::from_millis(50), ..Retention::default() },
+    );
     let e = conformance::event("email.delivered");
     assert_eq!(bus.publish(&e).await.unwrap(), PublishOutcome::Published);
     assert_eq!(bus.publish(&e).await.unwrap(), PublishOutcome::Duplicate);
@@ -114,4 +125,36 @@ async fn new_group_at_latest_keeps_its_start_across_restart() {
     };
     let mut c = bus.subscribe(opts).await.unwrap();
     assert_eq!(c.next().await.unwrap().event.id, e.id);
+}
+
+/// Attempts older than `attempts_max_age` go at maintenance, with their
+/// index entries: no query finds them by subscriber or by event.
+#[tokio::test]
+async fn attempts_expire_by_age() {
+    use hookbridge_bus::{AttemptQuery, AttemptRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open(&dir, Retention { attempts_max_age: Duration::from_secs(3600), ..Retention::default() });
+    let record = |event: &str, age_secs: i64| AttemptRecord {
+        event_id: event.into(),
+        event_type: "email.sent".into(),
+        published_at: chrono::Utc::now(),
+        subscriber: "crm".into(),
+        attempt: 1,
+        at: chrono::Utc::now() - chrono::Duration::seconds(age_secs),
+        outcome: "delivered".into(),
+        status: Some(200),
+        error: None,
+        latency_ms: 1.0,
+        response: String::new(),
+        next_attempt_at: None,
+        replay: None,
+    };
+    bus.record_attempts(&[record("old", 7200), record("new", 10)]).await.unwrap();
+    bus.maintain().await.unwrap();
+    let crm = AttemptQuery { subscriber: Some("crm".into()), ..AttemptQuery::default() };
+    let kept: Vec<_> = bus.attempts(&crm).await.unwrap().into_iter().map(|r| r.event_id).collect();
+    assert_eq!(kept, ["new"]);
+    let old = AttemptQuery { event: Some("old".into()), ..AttemptQuery::default() };
+    assert!(bus.attempts(&old).await.unwrap().is_empty());
+    assert_eq!(bus.attempts(&AttemptQuery::default()).await.unwrap().len(), 1);
 }

@@ -83,6 +83,10 @@ impl Store for OnTansu {
     fn finds_offsets_by_time(&self) -> bool {
         false
     }
+
+    fn counts_batched_records(&self) -> bool {
+        false
+    }
 }
 
 mod tansu {

@@ -12,10 +12,21 @@ use crate::raw::{self, Backend};
 use crate::secret::SecretRef;
 
 pub(crate) fn build_bus(raw: &raw::BusConfig) -> Result<BusOptions, Problems> {
+    if raw.attempts_retention < std::time::Duration::from_secs(60) {
+        return Err(vec![("bus.attempts_retention".into(), "must be at least 1m".into())]);
+    }
+    let keep = raw.attempts_retention;
     match raw.backend {
-        Backend::Embedded => build_embedded(&raw.embedded).map(BusOptions::Embedded),
-        Backend::Nats => build_nats(&raw.nats, &raw.topic_prefix).map(BusOptions::Nats),
-        Backend::Kafka => build_kafka(&raw.kafka, &raw.topic_prefix).map(BusOptions::Kafka),
+        Backend::Embedded => build_embedded(&raw.embedded).map(|mut o| {
+            o.retention.attempts_max_age = keep;
+            BusOptions::Embedded(o)
+        }),
+        Backend::Nats => build_nats(&raw.nats, &raw.topic_prefix)
+            .map(|o| BusOptions::Nats(hookbridge_bus::nats::NatsOptions { attempts_max_age: keep, ..o })),
+        Backend::Kafka => build_kafka(&raw.kafka, &raw.topic_prefix).map(|mut o| {
+            o.attempts_retention = keep;
+            BusOptions::Kafka(o)
+        }),
     }
 }
 
@@ -29,6 +40,7 @@ fn build_embedded(raw: &raw::EmbeddedConfig) -> Result<EmbeddedOptions, Problems
             max_age: raw.retention.max_age,
             max_bytes: raw.retention.max_bytes,
             dedup_window: raw.dedup_window,
+            attempts_max_age: hookbridge_bus::attempts::DEFAULT_RETENTION,
         },
         maintenance_interval: raw.maintenance_interval,
     })
@@ -207,5 +219,6 @@ fn build_nats(raw: &raw::NatsConfig, prefix: &str) -> Result<NatsOptions, Proble
         max_bytes: raw.max_bytes,
         duplicate_window: raw.duplicate_window,
         ack_wait: raw.ack_wait,
+        attempts_max_age: hookbridge_bus::attempts::DEFAULT_RETENTION,
     })
 }

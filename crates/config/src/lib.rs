@@ -288,6 +288,7 @@ impl Config {
                 topic_prefix: raw.bus.topic_prefix.clone(),
                 subscribers,
                 status_interval: raw.relay.status_interval,
+                record_attempts: raw.relay.record_attempts,
             },
             relay_shutdown_grace: raw.relay.shutdown_grace,
             admin: AdminSettings { listen: raw.admin.listen, token, listener: admin_listener },

@@ -120,6 +120,9 @@ pub struct BusConfig {
     pub backend: Backend,
     /// Topics are `<topic_prefix>.<event type>`.
     pub topic_prefix: String,
+    /// How long the delivery record keeps each attempt, on every backend.
+    #[serde(with = "humantime_serde")]
+    pub attempts_retention: Duration,
     pub embedded: EmbeddedConfig,
     pub nats: NatsConfig,
     pub kafka: KafkaConfig,
@@ -130,6 +133,7 @@ impl Default for BusConfig {
         Self {
             backend: Backend::Embedded,
             topic_prefix: "hookbridge".into(),
+            attempts_retention: hookbridge_bus::attempts::DEFAULT_RETENTION,
             embedded: EmbeddedConfig::default(),
             nats: NatsConfig::default(),
             kafka: KafkaConfig::default(),
@@ -432,6 +436,8 @@ pub struct RelayConfig {
     /// How often the per-subscriber gauges (backlog, retries, dead letters) are refreshed.
     #[serde(with = "humantime_serde")]
     pub status_interval: Duration,
+    /// Store every delivery attempt in the delivery record (kept for `bus.attempts_retention`).
+    pub record_attempts: bool,
     pub subscribers: Vec<SubscriberConfig>,
 }
 
@@ -441,6 +447,7 @@ impl Default for RelayConfig {
             max_retry_after: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(25),
             status_interval: Duration::from_secs(15),
+            record_attempts: true,
             subscribers: Vec::new(),
         }
     }

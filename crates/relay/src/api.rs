@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -50,7 +51,9 @@ pub fn router(relay: Arc<Relay>, token: Option<&SecretString>) -> Router {
         .route("/admin/subscribers/{name}/dead-letters/replay", post(replay_dead_letters))
         .route("/admin/subscribers/{name}/dead-letters/discard", post(discard_dead_letters))
         .route("/admin/subscribers/{name}/replay", post(start_replay))
-        .route("/admin/replays/{id}", get(replay));
+        .route("/admin/replays/{id}", get(replay))
+        .route("/admin/subscribers/{name}/attempts", get(attempts))
+        .route("/admin/events/{id}", get(event));
     require_token(routes, token).with_state(api)
 }
 
@@ -85,7 +88,7 @@ async fn authorize(State(Token(token)): State<Token>, request: Request, next: Ne
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match &self {
-            Error::UnknownSubscriber(_) | Error::UnknownReplay(_) => {
+            Error::UnknownSubscriber(_) | Error::UnknownReplay(_) | Error::UnknownEvent(_) => {
                 error(StatusCode::NOT_FOUND, "not_found", self.to_string())
             }
             Error::DisabledInConfig(_) => error(StatusCode::CONFLICT, "disabled_in_config", self.to_string()),
@@ -201,4 +204,49 @@ async fn start_replay(
 
 async fn replay(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<crate::replay::ReplayView> {
     Ok(Json(api.relay.replay(&id)?))
+}
+
+/// The query of `GET /admin/subscribers/{name}/attempts`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AttemptsQuery {
+    /// Only the attempts at this event.
+    pub event: Option<String>,
+    /// `failed`, an outcome (`delivered`, `retry_scheduled`, `slowed_down`,
+    /// `dead_lettered`, `gone`), an HTTP status (`500`) or a class (`5xx`).
+    pub status: Option<String>,
+    /// Only attempts made at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many, newest first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+impl AttemptsQuery {
+    /// The bus query this asks for.
+    ///
+    /// # Errors
+    /// A status filter that is not one.
+    pub fn to_query(&self) -> Result<hookbridge_bus::AttemptQuery, Error> {
+        let status =
+            self.status.as_deref().filter(|s| !s.is_empty()).map(str::parse).transpose().map_err(Error::Invalid)?;
+        Ok(hookbridge_bus::AttemptQuery {
+            subscriber: None,
+            event: self.event.clone().filter(|e| !e.is_empty()),
+            since: self.since,
+            status,
+            limit: self.limit.unwrap_or(100),
+        })
+    }
+}
+
+async fn attempts(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    query: Result<Query<AttemptsQuery>, QueryRejection>,
+) -> ApiResult<Vec<hookbridge_bus::AttemptRecord>> {
+    let Query(query) = query.map_err(|e| Error::Invalid(e.body_text()))?;
+    Ok(Json(api.relay.attempts(&name, query.to_query()?).await?))
+}
+
+async fn event(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<crate::relay::EventView> {
+    Ok(Json(api.relay.event(&id).await?))
 }

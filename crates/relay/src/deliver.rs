@@ -10,6 +10,8 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 
 use secrecy::ExposeSecret;
 
+use hookbridge_bus::attempts::RESPONSE_EXCERPT_BYTES;
+
 use crate::oauth2::{self, TokenSource};
 use crate::policy::{Attempt, parse_retry_after};
 use crate::settings::SubscriberSettings;
@@ -165,17 +167,31 @@ async fn execute(client: &reqwest::Client, request: http::Request<Vec<u8>>) -> A
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, Utc::now()));
+            // Read on (to reuse the connection), keeping the excerpt.
             let mut read = 0;
+            let mut excerpt = Vec::new();
             while let Ok(Some(chunk)) = response.chunk().await {
                 read += chunk.len();
+                let room = RESPONSE_EXCERPT_BYTES.saturating_sub(excerpt.len());
+                excerpt.extend_from_slice(&chunk[..room.min(chunk.len())]);
                 if read > MAX_RESPONSE_BYTES {
                     break;
                 }
             }
-            Attempt::Status { status, retry_after }
+            Attempt::Status { status, retry_after, body: excerpt_text(&excerpt) }
         }
         // `without_url`: a URL may carry credentials in its query.
         Err(error) => Attempt::Failed { error: describe(&error.without_url()) },
+    }
+}
+
+/// A response excerpt as text: lossy UTF-8, without a character cut in two
+/// at the end.
+fn excerpt_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 

@@ -5,6 +5,8 @@ pub enum Error {
     UnknownSubscriber(String),
     #[error("no replay has the id `{0}`")]
     UnknownReplay(String),
+    #[error("no delivery attempt of the event `{0}` is recorded (within the bus's attempts_retention)")]
+    UnknownEvent(String),
     #[error("subscriber `{0}` is disabled in the configuration; change `enabled` there")]
     DisabledInConfig(String),
     #[error("{0}")]

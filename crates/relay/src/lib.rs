@@ -20,6 +20,7 @@ mod metrics;
 pub mod oauth2;
 pub mod ordering;
 pub mod policy;
+mod record;
 mod relay;
 pub mod replay;
 pub mod settings;
@@ -27,7 +28,7 @@ pub mod sign;
 mod subscriber;
 
 pub use error::{Error, Result};
-pub use relay::{Relay, SubscriberView};
+pub use relay::{EventFate, EventView, Relay, SubscriberView};
 pub use reqwest::Url;
 pub use settings::{RelaySettings, SubscriberSettings};
 pub use subscriber::Disabled;

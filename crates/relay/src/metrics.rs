@@ -29,6 +29,8 @@ pub struct RelayMetrics {
     pub(crate) token_requests: IntCounterVec,
     replay_events: IntCounterVec,
     pub(crate) replays_running: IntGaugeVec,
+    attempts_recorded: prometheus::IntCounter,
+    attempts_unrecorded: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -108,6 +110,17 @@ impl RelayMetrics {
                 &["subscriber", "outcome"],
             )?,
             replays_running: IntGaugeVec::new(Opts::new("hookbridge_relay_replays_running", "Replays in progress."), label)?,
+            attempts_recorded: prometheus::IntCounter::new(
+                "hookbridge_relay_attempts_recorded_total",
+                "Delivery attempts stored in the delivery record.",
+            )?,
+            attempts_unrecorded: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_relay_attempts_unrecorded_total",
+                    "Delivery attempts left out of the delivery record, by reason: queue_full (more waiting than the writer holds), bus_unavailable (the bus refused them after retries). Deliveries are not affected.",
+                ),
+                &["reason"],
+            )?,
         };
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(m.deliveries.clone()),
@@ -125,9 +138,14 @@ impl RelayMetrics {
             Box::new(m.token_requests.clone()),
             Box::new(m.replay_events.clone()),
             Box::new(m.replays_running.clone()),
+            Box::new(m.attempts_recorded.clone()),
+            Box::new(m.attempts_unrecorded.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
+        }
+        for reason in ["queue_full", "bus_unavailable"] {
+            m.attempts_unrecorded.with_label_values(&[reason]);
         }
         for s in subscribers {
             for outcome in OUTCOMES {
@@ -180,6 +198,14 @@ impl RelayMetrics {
 
     pub(crate) fn held(&self, subscriber: &str, change: i64) {
         self.held.with_label_values(&[subscriber]).add(change);
+    }
+
+    pub(crate) fn recorded(&self, n: usize) {
+        self.attempts_recorded.inc_by(n as u64);
+    }
+
+    pub(crate) fn unrecorded(&self, reason: &str, n: usize) {
+        self.attempts_unrecorded.with_label_values(&[reason]).inc_by(n as u64);
     }
 
     pub(crate) fn replayed(&self, subscriber: &str, outcome: &str) {

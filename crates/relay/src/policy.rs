@@ -24,11 +24,11 @@ pub enum Attempt {
     Status {
         status: u16,
         retry_after: Option<Duration>,
+        /// The first bytes of the response body (the delivery record's excerpt).
+        body: String,
     },
     /// No response: connection refused or reset, TLS failure, timeout.
-    Failed {
-        error: String,
-    },
+    Failed { error: String },
 }
 
 /// What to do next.
@@ -65,10 +65,10 @@ impl RetryPolicy {
         let retry_after = match outcome {
             Attempt::Status { status: 200..=299, .. } => return Verdict::Delivered,
             Attempt::Status { status: 410, .. } => return Verdict::Gone,
-            Attempt::Status { status: 429, retry_after: Some(after) } if self.retry_on_status.contains(&429) => {
+            Attempt::Status { status: 429, retry_after: Some(after), .. } if self.retry_on_status.contains(&429) => {
                 return Verdict::SlowDown { delay: (*after).min(self.max_retry_after).max(Duration::from_millis(100)) };
             }
-            Attempt::Status { status, retry_after } if *status >= 500 || self.retry_on_status.contains(status) => {
+            Attempt::Status { status, retry_after, .. } if *status >= 500 || self.retry_on_status.contains(status) => {
                 *retry_after
             }
             Attempt::Status { .. } => return Verdict::DeadLetter,
@@ -114,7 +114,7 @@ mod tests {
     }
 
     fn status(status: u16) -> Attempt {
-        Attempt::Status { status, retry_after: None }
+        Attempt::Status { status, retry_after: None, body: String::new() }
     }
 
     #[test]
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_429_with_retry_after_slows_down_and_never_dead_letters() {
-        let after = |s| Attempt::Status { status: 429, retry_after: Some(Duration::from_secs(s)) };
+        let after = |s| Attempt::Status { status: 429, retry_after: Some(Duration::from_secs(s)), body: String::new() };
         assert_eq!(policy().verdict(1, &after(2), 0.5), Verdict::SlowDown { delay: Duration::from_secs(2) });
         assert_eq!(policy().verdict(99, &after(2), 0.5), Verdict::SlowDown { delay: Duration::from_secs(2) });
         assert_eq!(policy().verdict(1, &after(86_400), 0.5), Verdict::SlowDown { delay: Duration::from_secs(3600) });
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_and_capped() {
-        let after = |s| Attempt::Status { status: 503, retry_after: Some(Duration::from_secs(s)) };
+        let after = |s| Attempt::Status { status: 503, retry_after: Some(Duration::from_secs(s)), body: String::new() };
         assert_eq!(policy().verdict(1, &after(60), 0.5), Verdict::Retry { delay: Duration::from_secs(60) });
         assert_eq!(
             policy().verdict(1, &after(1), 0.5),

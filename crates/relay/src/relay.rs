@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use hookbridge_bus::{Bus, GroupStatus};
+use hookbridge_bus::attempts::MAX_ATTEMPTS_LISTED;
+use hookbridge_bus::{AttemptQuery, AttemptRecord, Bus, GroupStatus};
 use hookbridge_event::EventPattern;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
@@ -83,11 +84,19 @@ impl Relay {
             };
             subscribers.insert(s.name.clone(), Arc::new(subscriber));
         }
+        let tracker = TaskTracker::new();
+        let recorder = crate::record::Recorder::start(
+            bus.clone(),
+            settings.record_attempts,
+            metrics.clone(),
+            &tracker,
+            shutdown.clone(),
+        );
         let relay = Arc::new(Self {
             settings,
             subscribers,
             replays: Mutex::default(),
-            worker: Worker { bus, metrics, tracker: TaskTracker::new(), shutdown },
+            worker: Worker { bus, metrics, recorder, tracker, shutdown },
         });
         // Subscribe before returning: every event published after start()
         // returns reaches every subscriber (a new group starts at the latest
@@ -274,6 +283,7 @@ impl Relay {
             &self.worker.tracker,
             self.worker.shutdown.clone(),
             self.worker.metrics.clone(),
+            self.worker.recorder.clone(),
         )
         .await?;
         let view = replay.view();
@@ -281,11 +291,117 @@ impl Relay {
         Ok(view)
     }
 
+    /// A subscriber's recorded delivery attempts answering `query`, newest first.
+    ///
+    /// # Errors
+    /// Unknown subscriber, or the bus cannot be read.
+    pub async fn attempts(&self, name: &str, mut query: AttemptQuery) -> Result<Vec<AttemptRecord>> {
+        self.subscriber(name)?;
+        query.subscriber = Some(name.to_owned());
+        Ok(self.worker.bus.attempts(&query).await?)
+    }
+
+    /// An event and what happened to it at every subscriber, from the
+    /// delivery record: found through its recorded attempts, then read
+    /// from the bus where it still is.
+    ///
+    /// # Errors
+    /// No attempt at it is recorded, or the bus cannot be read.
+    pub async fn event(&self, id: &str) -> Result<EventView> {
+        let query = AttemptQuery { event: Some(id.to_owned()), limit: MAX_ATTEMPTS_LISTED, ..AttemptQuery::default() };
+        let attempts = self.worker.bus.attempts(&query).await?;
+        let Some(first) = attempts.last() else {
+            return Err(Error::UnknownEvent(id.to_owned()));
+        };
+        let (ty, published_at) = (first.event_type.clone(), first.published_at);
+        let event = self.find_event(id, &ty, published_at).await;
+        let subscribers = self
+            .settings
+            .subscribers
+            .iter()
+            .map(|s| {
+                let mine: Vec<&AttemptRecord> = attempts.iter().filter(|a| a.subscriber == s.name).collect();
+                // Newest first: the first is the last attempt made.
+                let fate = match mine.first() {
+                    _ if !s.events.iter().any(|p| p.matches(&ty)) => "not_subscribed",
+                    None => "pending",
+                    Some(last) => fate_of(&last.outcome),
+                };
+                EventFate {
+                    subscriber: s.name.clone(),
+                    fate,
+                    attempts: mine.len() as u32,
+                    last_attempt_at: mine.first().map(|a| a.at),
+                    last_status: mine.first().and_then(|a| a.status),
+                }
+            })
+            .collect();
+        Ok(EventView { id: id.to_owned(), ty, published_at, event, subscribers, attempts })
+    }
+
+    /// The event `id` of type `ty` published at `published_at`, read from
+    /// the bus; `None` once retention removed it (or it cannot be read now).
+    async fn find_event(&self, id: &str, ty: &str, published_at: DateTime<Utc>) -> Option<serde_json::Value> {
+        let pattern = EventPattern::parse(ty).ok()?;
+        let from = hookbridge_bus::TailFrom::Time(published_at - chrono::Duration::seconds(1));
+        let mut tail = self.worker.bus.tail(vec![pattern], from).await.ok()?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            match tokio::time::timeout_at(deadline, tail.next()).await {
+                Ok(Ok(hookbridge_bus::Tailed::Event { event, published_at: at, .. })) => {
+                    if event.id == id {
+                        return serde_json::from_slice(&event.to_json()).ok();
+                    }
+                    if at > published_at + chrono::Duration::seconds(5) {
+                        return None;
+                    }
+                }
+                Ok(Ok(hookbridge_bus::Tailed::Resync { .. })) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+
     /// # Errors
     /// No replay with that id.
     pub fn replay(&self, id: &str) -> Result<ReplayView> {
         let replays = self.replays.lock().expect("replays lock");
         replays.get(id).map(|r| r.view()).ok_or_else(|| Error::UnknownReplay(id.to_owned()))
+    }
+}
+
+/// What the admin API shows of one event (`GET /admin/events/{id}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub published_at: DateTime<Utc>,
+    /// The CloudEvent, while the bus retains it.
+    pub event: Option<serde_json::Value>,
+    pub subscribers: Vec<EventFate>,
+    /// Every recorded attempt at it, newest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// What happened to an event at one subscriber.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventFate {
+    pub subscriber: String,
+    /// `delivered`, `retrying`, `dead_lettered`, `gone`, `pending` (no
+    /// attempt recorded yet, or filtered out) or `not_subscribed`.
+    pub fate: &'static str,
+    pub attempts: u32,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_status: Option<u16>,
+}
+
+fn fate_of(outcome: &str) -> &'static str {
+    match outcome {
+        "delivered" => "delivered",
+        "dead_lettered" => "dead_lettered",
+        "gone" => "gone",
+        _ => "retrying",
     }
 }
 

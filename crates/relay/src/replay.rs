@@ -19,6 +19,8 @@ use tokio_util::task::TaskTracker;
 use crate::Result;
 use crate::metrics::RelayMetrics;
 use crate::policy::Attempt;
+use crate::policy::Verdict;
+use crate::record::{Made, Recorder};
 use crate::subscriber::{Subscriber, failure};
 
 /// With no event for this long, the replay has caught up with the log.
@@ -75,6 +77,7 @@ impl Replay {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
         metrics: RelayMetrics,
+        recorder: Recorder,
     ) -> Result<Arc<Self>> {
         let Window { since, until, events } = window;
         let mut suffix = [0u8; 4];
@@ -104,7 +107,7 @@ impl Replay {
         });
         tracing::info!(subscriber = %sub.settings.name, replay = %replay.id, %since, %until, total, "replay started");
         metrics.replays_running.with_label_values(&[&sub.settings.name]).inc();
-        tracker.spawn(replay.clone().run(consumer, sub, events, shutdown, metrics));
+        tracker.spawn(replay.clone().run(consumer, sub, events, shutdown, metrics, recorder));
         Ok(replay)
     }
 
@@ -115,6 +118,7 @@ impl Replay {
         events: Vec<EventPattern>,
         shutdown: CancellationToken,
         metrics: RelayMetrics,
+        recorder: Recorder,
     ) {
         let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
         let deliveries = TaskTracker::new();
@@ -147,10 +151,26 @@ impl Replay {
                 limiter.until_ready().await;
             }
             let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-            let (replay, sub, metrics) = (self.clone(), sub.clone(), metrics.clone());
+            let (replay, sub, metrics, recorder) = (self.clone(), sub.clone(), metrics.clone(), recorder.clone());
             deliveries.spawn(async move {
+                let (started_at, started) = (Utc::now(), std::time::Instant::now());
                 let attempt = sub.endpoint.attempt(&sub.settings, &delivery.event).await;
-                let result = if matches!(attempt, Attempt::Status { status: 200..=299, .. }) {
+                let delivered = matches!(attempt, Attempt::Status { status: 200..=299, .. });
+                recorder.record(
+                    Made {
+                        subscriber: &sub.settings.name,
+                        event: &delivery.event,
+                        published_at: delivery.published_at,
+                        n: 1,
+                        started: started_at,
+                        took: started.elapsed(),
+                        attempt: &attempt,
+                        verdict: if delivered { &Verdict::Delivered } else { &Verdict::DeadLetter },
+                        replay: Some(&replay.id),
+                    }
+                    .record(),
+                );
+                let result = if delivered {
                     replay.delivered.fetch_add(1, Ordering::Relaxed);
                     metrics.replayed(&sub.settings.name, "delivered");
                     delivery.ack().await

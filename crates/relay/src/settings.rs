@@ -122,6 +122,8 @@ pub struct RelaySettings {
     pub subscribers: Vec<SubscriberSettings>,
     /// How often the per-subscriber gauges (backlog, retries, dead letters) are refreshed.
     pub status_interval: std::time::Duration,
+    /// Store every attempt in the delivery record (`[relay] record_attempts`).
+    pub record_attempts: bool,
 }
 
 impl RelaySettings {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookbridge_bus::{Bus, Delivery, Failure, NewGroup, StartFrom, SubscribeOptions};
-use hookbridge_event::Event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -101,6 +100,7 @@ pub(crate) fn state_key(subscriber: &str) -> String {
 pub(crate) struct Worker {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) metrics: RelayMetrics,
+    pub(crate) recorder: crate::record::Recorder,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -215,7 +215,7 @@ impl Worker {
     /// durable retry, or dead letter.
     async fn deliver(&self, sub: &Subscriber, delivery: Delivery, probe: bool) {
         let name = &sub.settings.name;
-        let (verdict, attempt) = self.try_once(sub, &delivery.event, delivery.attempt, probe).await;
+        let (verdict, attempt) = self.try_once(sub, &delivery, delivery.attempt, probe).await;
         let id = delivery.event.id.clone();
         let n = delivery.attempt;
         match verdict {
@@ -243,20 +243,28 @@ impl Worker {
 
     /// The `n`th attempt at `event`: the request, its metrics, what it does
     /// to the circuit, and a 429's pause. Settles nothing.
-    async fn try_once(&self, sub: &Subscriber, event: &Event, n: u32, probe: bool) -> (Verdict, Attempt) {
+    async fn try_once(&self, sub: &Subscriber, delivery: &Delivery, n: u32, probe: bool) -> (Verdict, Attempt) {
         let name = &sub.settings.name;
-        let started = std::time::Instant::now();
+        let event = &delivery.event;
+        let (started_at, started) = (Utc::now(), std::time::Instant::now());
         let attempt = sub.endpoint.attempt(&sub.settings, event).await;
         let took = started.elapsed();
         let verdict = sub.settings.retry.verdict(n, &attempt, policy::jitter());
-        let outcome = match verdict {
-            Verdict::Delivered => "delivered",
-            Verdict::Retry { .. } => "retry_scheduled",
-            Verdict::SlowDown { .. } => "slowed_down",
-            Verdict::DeadLetter => "dead_lettered",
-            Verdict::Gone => "gone",
-        };
-        self.metrics.attempt(name, outcome, took);
+        self.metrics.attempt(name, crate::record::outcome(&verdict), took);
+        self.recorder.record(
+            crate::record::Made {
+                subscriber: name,
+                event,
+                published_at: delivery.published_at,
+                n,
+                started: started_at,
+                took,
+                attempt: &attempt,
+                verdict: &verdict,
+                replay: None,
+            }
+            .record(),
+        );
         if verdict == Verdict::Delivered {
             tracing::debug!(subscriber = %name, event_id = %event.id, attempt = n, "delivered");
             let now = Utc::now();
@@ -345,7 +353,7 @@ impl Worker {
                     },
                 }
             };
-            let (verdict, attempt) = self.try_once(sub, &delivery.event, n, probe).await;
+            let (verdict, attempt) = self.try_once(sub, &delivery, n, probe).await;
             drop(permit);
             let id = delivery.event.id.clone();
             match verdict {

@@ -20,11 +20,18 @@ pub struct Reply {
     pub retry_after: Option<String>,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// The response body.
+    pub body: String,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, retry_after: None, delay: Duration::ZERO }
+        Self { status, retry_after: None, delay: Duration::ZERO, body: String::new() }
+    }
+
+    /// `status` with `body`.
+    pub fn with_body(status: u16, body: &str) -> Self {
+        Self { body: body.to_owned(), ..Self::status(status) }
     }
 }
 
@@ -170,7 +177,7 @@ async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     inner.requests.lock().unwrap().push(Recorded { headers, body, at: Instant::now() });
     inner.arrived.notify_waiters();
     tokio::time::sleep(reply.delay).await;
-    let mut response = StatusCode::from_u16(reply.status).unwrap().into_response();
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     if let Some(after) = reply.retry_after {
         response.headers_mut().insert("retry-after", HeaderValue::from_str(&after).unwrap());
     }

@@ -12,11 +12,13 @@ use chrono::Utc;
 use hookbridge_event::{DATA_CONTENT_TYPE, Event, EventPattern, SPEC_VERSION};
 use serde_json::value::RawValue;
 
+mod attempts;
 mod delivery;
 mod durability;
 mod ordering;
 mod tail;
 
+pub use attempts::*;
 pub use delivery::*;
 pub use durability::*;
 pub use ordering::*;
@@ -62,6 +64,13 @@ pub trait Store: Send + Sync {
     fn finds_offsets_by_time(&self) -> bool {
         true
     }
+
+    /// Whether the broker's high watermark counts every record of a
+    /// batch (tansu's memory engine counts a batch of several as one):
+    /// without, the cases write one record per request.
+    fn counts_batched_records(&self) -> bool {
+        true
+    }
 }
 
 /// Generates one `#[tokio::test]` per conformance case, each with a fresh
@@ -95,6 +104,7 @@ macro_rules! conformance_tests {
             a_subject_comes_in_publish_order,
             unsettled_events_of_a_subject_come_back_in_order,
             a_subject_belongs_to_one_member_of_a_group,
+            attempts_are_recorded_and_answered,
         );
         $crate::conformance_tests!(@mut_cases $store; a_broker_outage_loses_nothing_acknowledged, dead_letters_survive_a_broker_crash);
     };

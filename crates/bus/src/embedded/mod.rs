@@ -29,8 +29,12 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::consumer::Group;
-use self::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX};
+use self::tables::{
+    ATTEMPTS, ATTEMPTS_BY_EVENT, ATTEMPTS_BY_SUBSCRIBER, DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE,
+    TIME_INDEX,
+};
 use self::writer::{Command, LogState, Writer};
+use crate::attempts::{AttemptQuery, AttemptRecord, Newest};
 use crate::{
     Bus, Consumer, DeadLetter, Error, GroupStatus, NewGroup, PublishOutcome, Publisher, Result, StartFrom,
     SubscribeOptions,
@@ -59,6 +63,8 @@ pub struct Retention {
     pub max_bytes: Option<u64>,
     /// A republished event id is ignored for this long after the first.
     pub dedup_window: Duration,
+    /// Delivery attempts are kept this long (the delivery record).
+    pub attempts_max_age: Duration,
 }
 
 impl Default for Retention {
@@ -67,6 +73,7 @@ impl Default for Retention {
             max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             max_bytes: None,
             dedup_window: Duration::from_secs(24 * 3600),
+            attempts_max_age: crate::attempts::DEFAULT_RETENTION,
         }
     }
 }
@@ -138,6 +145,9 @@ impl EmbeddedBus {
             txn.open_table(META).map_err(storage)?;
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
             txn.open_table(STATE).map_err(storage)?;
+            txn.open_table(ATTEMPTS).map_err(storage)?;
+            txn.open_table(ATTEMPTS_BY_SUBSCRIBER).map_err(storage)?;
+            txn.open_table(ATTEMPTS_BY_EVENT).map_err(storage)?;
             let state = LogState::load(&txn).map_err(storage)?;
             let dedup = writer::load_dedup(&txn).map_err(storage)?;
             txn.commit().map_err(storage)?;
@@ -418,6 +428,67 @@ impl Bus for EmbeddedBus {
 
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {
         self.shared.request(|reply| Command::PutState { key: key.to_owned(), value, reply }).await
+    }
+
+    async fn record_attempts(&self, attempts: &[AttemptRecord]) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let attempts = attempts.to_vec();
+        self.shared.request(|reply| Command::RecordAttempts { attempts, reply }).await
+    }
+
+    async fn attempts(&self, query: &AttemptQuery) -> Result<Vec<AttemptRecord>> {
+        let txn = self.shared.db.begin_read().map_err(storage)?;
+        let records = txn.open_table(ATTEMPTS).map_err(storage)?;
+        let since = query.since.map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0));
+        let read = |key: (u64, u64)| -> Result<Option<AttemptRecord>> {
+            let value = records.get(key).map_err(storage)?;
+            Ok(value.and_then(|v| AttemptRecord::from_json(v.value())).filter(|r| query.matches(r)))
+        };
+        let mut newest = Newest::new(query);
+        if let Some(event) = &query.event {
+            // Few per event: read them all.
+            let index = txn.open_table(ATTEMPTS_BY_EVENT).map_err(storage)?;
+            for entry in
+                index.range((event.as_str(), since, 0)..=(event.as_str(), u64::MAX, u64::MAX)).map_err(storage)?
+            {
+                let entry = entry.map_err(storage)?;
+                let (_, at, n) = entry.0.value();
+                if let Some(record) = read((at, n))? {
+                    newest.offer(record);
+                }
+            }
+            return Ok(newest.into_newest_first());
+        }
+        // Newest first, until enough answer.
+        let limit = query.capped_limit();
+        let mut found = Vec::new();
+        if let Some(subscriber) = &query.subscriber {
+            let index = txn.open_table(ATTEMPTS_BY_SUBSCRIBER).map_err(storage)?;
+            let range = (subscriber.as_str(), since, 0)..=(subscriber.as_str(), u64::MAX, u64::MAX);
+            for entry in index.range(range).map_err(storage)?.rev() {
+                let entry = entry.map_err(storage)?;
+                let (_, at, n) = entry.0.value();
+                if let Some(record) = read((at, n))? {
+                    found.push(record);
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+        } else {
+            for entry in records.range((since, 0)..).map_err(storage)?.rev() {
+                let (_, value) = entry.map_err(storage)?;
+                if let Some(record) = AttemptRecord::from_json(value.value()).filter(|r| query.matches(r)) {
+                    found.push(record);
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

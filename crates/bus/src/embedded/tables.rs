@@ -20,7 +20,15 @@ pub(crate) const DELAYED: TableDefinition<(&str, u64, u64), &[u8]> = TableDefini
 pub(crate) const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
 /// Small shared values (`Bus::put_state`).
 pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
-/// Counters: `next_seq`, `total_bytes`.
+/// (attempt time in unix ms, attempt number) → the attempt's JSON: the
+/// delivery record (`AttemptRecord`), expired by `attempts_max_age`.
+pub(crate) const ATTEMPTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("attempts");
+/// (subscriber, time ms, number) → (): the record by subscriber.
+pub(crate) const ATTEMPTS_BY_SUBSCRIBER: TableDefinition<(&str, u64, u64), ()> =
+    TableDefinition::new("attempts_by_subscriber");
+/// (event id, time ms, number) → (): the record by event.
+pub(crate) const ATTEMPTS_BY_EVENT: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("attempts_by_event");
+/// Counters: `next_seq`, `total_bytes`, `next_attempt`.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(crate) fn meta_get(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, redb::StorageError> {

@@ -57,6 +57,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::attempts::{AttemptQuery, AttemptRecord, Newest};
 use crate::{
     Bus, Consumer, DeadLetter, Error, Failure, GroupStatus, PublishOutcome, Publisher, Result, SubscribeOptions,
 };
@@ -462,5 +463,49 @@ impl Bus for KafkaBus {
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {
         let topic = self.inner.options.state_topic();
         self.produce(&topic, Some(key), value.as_deref(), OwnedHeaders::new(), Some(0)).await.map(|_| ())
+    }
+
+    async fn record_attempts(&self, attempts: &[AttemptRecord]) -> Result<()> {
+        let topic = self.inner.options.attempts_topic();
+        self.ensure_topics(&[(topic.clone(), TopicKind::Attempts)]).await?;
+        let payloads: Vec<Vec<u8>> = attempts.iter().map(AttemptRecord::to_json).collect();
+        let produced = attempts.iter().zip(&payloads).map(|(record, payload)| {
+            self.produce(&topic, Some(&record.subscriber), Some(payload.as_slice()), OwnedHeaders::new(), None)
+        });
+        for result in futures_util::future::join_all(produced).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn attempts(&self, query: &AttemptQuery) -> Result<Vec<AttemptRecord>> {
+        let topic = self.inner.options.attempts_topic();
+        let ranges = self.ranges(std::slice::from_ref(&topic)).await?;
+        let starts = crate::attempts::scan_starts(query, Utc::now());
+        let last = starts.len() - 1;
+        for (i, start) in starts.into_iter().enumerate() {
+            let from = match start {
+                Some(time) => self.offsets_at(&ranges, time).await?,
+                None => ranges.iter().map(|r| r.2).collect(),
+            };
+            let window = ranges.iter().zip(from).map(|((t, p, _, high), from)| (t.clone(), *p, from, *high)).collect();
+            let mut newest = Newest::new(query);
+            for record in self.read(window).await? {
+                // By key first: most records of the topic are other subscribers'.
+                if let (Some(subscriber), Some(key)) = (&query.subscriber, record.key())
+                    && key != subscriber.as_bytes()
+                {
+                    continue;
+                }
+                if let Some(record) = record.payload().and_then(AttemptRecord::from_json).filter(|r| query.matches(r)) {
+                    newest.offer(record);
+                }
+            }
+            let found = newest.into_newest_first();
+            if i == last || found.len() >= query.capped_limit() {
+                return Ok(found);
+            }
+        }
+        unreachable!("the last start returns")
     }
 }

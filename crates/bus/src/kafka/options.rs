@@ -41,6 +41,8 @@ pub struct KafkaOptions {
     /// since a static member does not leave its group. Each running relay
     /// needs its own id.
     pub instance_id: Option<String>,
+    /// `retention.ms` of the delivery record's topic (`<prefix>-attempts`).
+    pub attempts_retention: Duration,
 }
 
 impl KafkaOptions {
@@ -60,6 +62,7 @@ impl KafkaOptions {
             duplicate_capacity: 100_000,
             metadata_refresh: Duration::from_secs(10),
             instance_id: None,
+            attempts_retention: crate::attempts::DEFAULT_RETENTION,
         }
     }
 
@@ -86,6 +89,11 @@ impl KafkaOptions {
 
     pub(super) fn dlq_topic(&self, group: &str) -> String {
         format!("{}-dlq.{}", self.topic_prefix, safe_name(group))
+    }
+
+    /// The delivery record's topic, keyed by subscriber.
+    pub(super) fn attempts_topic(&self) -> String {
+        format!("{}-attempts", self.topic_prefix)
     }
 
     pub(super) fn state_topic(&self) -> String {

@@ -10,6 +10,7 @@ pub(crate) enum TopicKind {
     Retry,
     DeadLetters,
     State,
+    Attempts,
 }
 
 impl KafkaBus {
@@ -71,6 +72,8 @@ impl KafkaBus {
         // Retention removes whole segments: roll them within the retention
         // (at most daily) so an expired event goes within about a day.
         let segment = ms(o.retention.map(|r| r.min(Duration::from_secs(24 * 3600))));
+        let attempts_retention = ms(Some(o.attempts_retention));
+        let attempts_segment = ms(Some(o.attempts_retention.min(Duration::from_secs(24 * 3600))));
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|(name, kind)| {
@@ -86,6 +89,9 @@ impl KafkaBus {
                     }
                     TopicKind::DeadLetters => NewTopic::new(name, 1, replication).set("retention.ms", &dlq_retention),
                     TopicKind::State => NewTopic::new(name, 1, replication).set("cleanup.policy", "compact"),
+                    TopicKind::Attempts => NewTopic::new(name, o.partitions, replication)
+                        .set("retention.ms", &attempts_retention)
+                        .set("segment.ms", &attempts_segment),
                 }
             })
             .collect();

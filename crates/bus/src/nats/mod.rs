@@ -12,6 +12,8 @@
 //!   a replayed dead letter is republished on its type's subject with a
 //!   `Hookbridge-Group` header, which every other group skips. Shared state is
 //!   the KV bucket `<stream>_STATE`.
+//! - The delivery record lives in `<stream>_ATTEMPTS`
+//!   (`<prefix>-attempts.<subscriber>.<event hash>`), expired by age.
 
 mod consumer;
 mod streams;
@@ -29,6 +31,7 @@ use futures_util::StreamExt as _;
 use hookbridge_event::{Event, EventPattern, TopicName};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::attempts::{AttemptQuery, AttemptRecord, Newest};
 use crate::{
     Bus, Consumer, DeadLetter, Error, Failure, GroupStatus, NewGroup, PublishOutcome, Publisher, Result, StartFrom,
     SubscribeOptions,
@@ -87,6 +90,8 @@ pub struct NatsOptions {
     /// it while a delivery is in flight, so this bounds how long the
     /// deliveries of a relay that died wait, not how long a delivery may take.
     pub ack_wait: Duration,
+    /// How long the delivery record keeps an attempt (`<stream>_ATTEMPTS`).
+    pub attempts_max_age: Duration,
 }
 
 impl NatsOptions {
@@ -105,6 +110,7 @@ impl NatsOptions {
             max_bytes: None,
             duplicate_window: Duration::from_secs(120),
             ack_wait: Duration::from_secs(30),
+            attempts_max_age: crate::attempts::DEFAULT_RETENTION,
         }
     }
 }
@@ -120,6 +126,8 @@ pub(crate) struct Inner {
     pub(crate) js: jetstream::Context,
     pub(crate) options: NatsOptions,
     pub(crate) dlq: String,
+    /// Stream of the delivery record.
+    attempts: String,
     /// Stream of shared state: one message per key subject.
     state: String,
     /// Consumers may have several filter subjects (server 2.10+).
@@ -174,10 +182,10 @@ impl NatsBus {
             .map_err(|_| Error::Unavailable(format!("cannot reach NATS at {} within 10s", options.urls.join(", "))))?
             .map_err(unavailable)?;
         let js = jetstream::new(client.clone());
-        let (dlq, state) = streams::ensure(&js, &options).await?;
+        let streams::Names { dlq, state, attempts } = streams::ensure(&js, &options).await?;
         let multi_filter = version_at_least(&client.server_info().version, 2, 10);
         tracing::info!(urls = %options.urls.join(","), stream = %options.stream, server = %client.server_info().version, multi_filter, "NATS bus connected");
-        Ok(Self { inner: Arc::new(Inner { client, js, options, dlq, state, multi_filter }) })
+        Ok(Self { inner: Arc::new(Inner { client, js, options, dlq, attempts, state, multi_filter }) })
     }
 
     /// Every event the stream holds, oldest first: for tests and tools, not
@@ -278,6 +286,61 @@ impl NatsBus {
 
     fn state_subject(&self, key: &str) -> String {
         format!("{}-state.{}", self.inner.options.topic_prefix, safe_name(key))
+    }
+
+    /// The subject of an attempt; `*` for a part not asked for.
+    fn attempt_subject(&self, subscriber: Option<&str>, event_id: Option<&str>) -> String {
+        format!(
+            "{}-attempts.{}.{}",
+            self.inner.options.topic_prefix,
+            subscriber.map_or_else(|| "*".to_owned(), safe_name),
+            event_id.map_or_else(|| "*".to_owned(), crate::attempts::event_token)
+        )
+    }
+
+    /// Reads the record's messages on `subject` from `start` on.
+    async fn read_attempts(
+        &self,
+        subject: String,
+        start: Option<DateTime<Utc>>,
+        query: &AttemptQuery,
+    ) -> Result<Vec<AttemptRecord>> {
+        let stream = self.stream(&self.inner.attempts).await?;
+        let mut consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: subject,
+                deliver_policy: start
+                    .map_or(DeliverPolicy::All, |start_time| DeliverPolicy::ByStartTime { start_time }),
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut left = consumer.info().await.map_err(unavailable)?.num_pending as usize;
+        let mut newest = Newest::new(query);
+        while left > 0 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(left.min(10_000))
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let mut got = 0;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(unavailable)?;
+                got += 1;
+                if let Some(record) = AttemptRecord::from_json(&message.payload).filter(|r| query.matches(r)) {
+                    newest.offer(record);
+                }
+            }
+            if got == 0 {
+                break;
+            }
+            left = left.saturating_sub(got);
+        }
+        Ok(newest.into_newest_first())
     }
 
     fn dlq_subject(&self, group: &str) -> String {
@@ -459,6 +522,32 @@ impl Bus for NatsBus {
 
     async fn tail(&self, patterns: Vec<EventPattern>, from: crate::TailFrom) -> Result<Box<dyn crate::Tail>> {
         Ok(Box::new(tail::NatsTail::open(self, patterns, from).await?))
+    }
+
+    async fn record_attempts(&self, attempts: &[AttemptRecord]) -> Result<()> {
+        // Published together, then every acknowledgement awaited.
+        let mut acks = Vec::with_capacity(attempts.len());
+        for record in attempts {
+            let subject = self.attempt_subject(Some(&record.subscriber), Some(&record.event_id));
+            acks.push(self.inner.js.publish(subject, record.to_json().into()).await.map_err(unavailable)?);
+        }
+        for ack in futures_util::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+            ack.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn attempts(&self, query: &AttemptQuery) -> Result<Vec<AttemptRecord>> {
+        let subject = self.attempt_subject(query.subscriber.as_deref(), query.event.as_deref());
+        let starts = crate::attempts::scan_starts(query, Utc::now());
+        let last = starts.len() - 1;
+        for (i, start) in starts.into_iter().enumerate() {
+            let found = self.read_attempts(subject.clone(), start, query).await?;
+            if i == last || found.len() >= query.capped_limit() {
+                return Ok(found);
+            }
+        }
+        unreachable!("the last start returns")
     }
 
     async fn put_state(&self, key: &str, value: Option<Vec<u8>>) -> Result<()> {

@@ -1,13 +1,21 @@
-//! The three streams a NATS bus keeps — events, dead letters, shared
-//! state — created or updated when `manage_stream` is on, checked otherwise.
+//! The four streams a NATS bus keeps — events, dead letters, shared
+//! state, the delivery record — created or updated when `manage_stream` is
+//! on, checked otherwise.
 
 use async_nats::jetstream::{self, stream};
 
 use super::{NatsOptions, Storage};
 use crate::{Error, Result};
 
-/// Makes sure the streams exist; the names of the dead-letter and state streams.
-pub(super) async fn ensure(js: &jetstream::Context, options: &NatsOptions) -> Result<(String, String)> {
+/// The names of the streams beside the events'.
+pub(super) struct Names {
+    pub(super) dlq: String,
+    pub(super) state: String,
+    pub(super) attempts: String,
+}
+
+/// Makes sure the streams exist.
+pub(super) async fn ensure(js: &jetstream::Context, options: &NatsOptions) -> Result<Names> {
     let subjects = vec![format!("{}.>", options.topic_prefix)];
     let dlq = format!("{}_DLQ", options.stream);
     let dlq_subjects = vec![format!("{}-dlq.>", options.topic_prefix)];
@@ -42,8 +50,17 @@ pub(super) async fn ensure(js: &jetstream::Context, options: &NatsOptions) -> Re
         max_messages_per_subject: 1,
         ..Default::default()
     };
+    let attempts = format!("{}_ATTEMPTS", options.stream);
+    let attempts_config = stream::Config {
+        name: attempts.clone(),
+        subjects: vec![format!("{}-attempts.>", options.topic_prefix)],
+        storage,
+        num_replicas: options.replicas,
+        max_age: options.attempts_max_age,
+        ..Default::default()
+    };
     if options.manage_stream {
-        for config in [main, dead, state_config] {
+        for config in [main, dead, state_config, attempts_config] {
             match js.get_stream(&config.name).await {
                 Ok(_) => {
                     js.update_stream(config.clone())
@@ -62,6 +79,7 @@ pub(super) async fn ensure(js: &jetstream::Context, options: &NatsOptions) -> Re
             (&options.stream, format!("{}.>", options.topic_prefix)),
             (&dlq, format!("{}-dlq.>", options.topic_prefix)),
             (&state, format!("{}-state.> (max one message per subject)", options.topic_prefix)),
+            (&attempts, format!("{}-attempts.> (max age: the attempts' retention)", options.topic_prefix)),
         ];
         for (name, subjects) in needed {
             js.get_stream(name).await.map_err(|_| {
@@ -71,5 +89,5 @@ pub(super) async fn ensure(js: &jetstream::Context, options: &NatsOptions) -> Re
             })?;
         }
     }
-    Ok((dlq, state))
+    Ok(Names { dlq, state, attempts })
 }
