@@ -9,6 +9,7 @@ the secrets Secret (see docs/configuration.md for every key). */}}
 [bus]
 backend = {{ $v.bus.backend | quote }}
 topic_prefix = {{ $v.bus.topicPrefix | quote }}
+attempts_retention = {{ $v.bus.attemptsRetention | default "7d" | quote }}
 {{- if eq $v.bus.backend "embedded" }}
 
 [bus.embedded]
