@@ -150,9 +150,19 @@ async fn serve(config: Config, role: Role, shutdown: CancellationToken) -> anyho
         None
     };
     let registry_for_streams = registry.clone();
+    let registry_for_console = registry.clone();
     let mut admin_router = hookbridge_ingress::admin_router(health.clone(), registry);
     if let Some(relay) = &relay {
         admin_router = admin_router.merge(hookbridge_relay::api::router(relay.clone(), config.admin.token.as_ref()));
+        // The web console, where the relay runs (docs/console.md).
+        let console = hookbridge_console::Console::new(
+            relay.clone(),
+            bus.clone(),
+            registry_for_console,
+            config.admin.token.as_ref(),
+            shutdown.clone(),
+        );
+        admin_router = admin_router.merge(console.router());
     }
     // The AsyncAPI document names brokers and subscribers: behind the token.
     // Serialized once: the config does not change while the process runs.

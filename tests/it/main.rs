@@ -7,6 +7,7 @@ mod binary;
 mod browser;
 mod catalogue;
 mod cli;
+mod console;
 mod docs;
 mod filters;
 mod hostile;

@@ -308,13 +308,27 @@ impl Relay {
     /// # Errors
     /// No attempt at it is recorded, or the bus cannot be read.
     pub async fn event(&self, id: &str) -> Result<EventView> {
+        self.event_near(id, None).await
+    }
+
+    /// [`Relay::event`], also finding an event no attempt was recorded for
+    /// when its type and publish time are known (a console link from a list
+    /// of events).
+    ///
+    /// # Errors
+    /// Neither recorded attempts nor `hint` find it, or the bus cannot be read.
+    pub async fn event_near(&self, id: &str, hint: Option<(String, DateTime<Utc>)>) -> Result<EventView> {
         let query = AttemptQuery { event: Some(id.to_owned()), limit: MAX_ATTEMPTS_LISTED, ..AttemptQuery::default() };
         let attempts = self.worker.bus.attempts(&query).await?;
-        let Some(first) = attempts.last() else {
-            return Err(Error::UnknownEvent(id.to_owned()));
+        let (ty, published_at) = match (attempts.last(), hint) {
+            (Some(first), _) => (first.event_type.clone(), first.published_at),
+            (None, Some(hint)) => hint,
+            (None, None) => return Err(Error::UnknownEvent(id.to_owned())),
         };
-        let (ty, published_at) = (first.event_type.clone(), first.published_at);
         let event = self.find_event(id, &ty, published_at).await;
+        if attempts.is_empty() && event.is_none() {
+            return Err(Error::UnknownEvent(id.to_owned()));
+        }
         let subscribers = self
             .settings
             .subscribers
