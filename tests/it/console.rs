@@ -109,6 +109,9 @@ async fn an_operator_works_the_console_in_a_browser() {
     assert_eq!(csrf["statuses"], serde_json::json!([403, 403]), "actions without their CSRF token are refused");
     assert_eq!(csrf["state"], "healthy", "and did nothing");
 
+    // A forged webhook, refused: the sources page counts it.
+    let forged = client.post(running.url("mailpipe")).body("{}").send().await.unwrap();
+    assert_eq!(forged.status(), 401);
     step("pages");
     step("tail-open");
     let tailed = send_event(&client, &running, "email.opened", 9).await;

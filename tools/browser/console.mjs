@@ -138,7 +138,8 @@ const steps = {
     await page.goto(`${base}/console/events?type=email.bounced`);
     if ((await page.locator("tbody tr").count()) < 1) fail("no bounced event listed");
     await page.goto(`${base}/console/sources`);
-    if (!(await text()).includes("mailpipe")) fail("the sources page has no mailpipe");
+    const mailpipe = await page.locator('tr[data-source="mailpipe"]').innerText();
+    if (!mailpipe.includes("unauthorized")) fail(`the sources page does not show the forged webhook: ${mailpipe}`);
     await shot("sources");
     await page.goto(`${base}/console/replay`);
     await shot("replay-form");

@@ -159,6 +159,11 @@ fn done(path: &str, message: &str) -> Redirect {
     Redirect::to(&format!("{path}{sep}{query}"))
 }
 
+/// The subscriber a page is asked for, or the first configured.
+fn chosen(params: &BTreeMap<String, String>, names: &[String]) -> Option<String> {
+    param(params, "subscriber").map(str::to_owned).or_else(|| names.first().cloned())
+}
+
 fn param<'a>(params: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
     params.get(key).map(String::as_str).map(str::trim).filter(|v| !v.is_empty())
 }
@@ -309,22 +314,31 @@ pub(crate) async fn sources(State(console): State<Console>, Extension(signed): E
                 m.get_counter().get_value();
         }
     }
+    let sum = |counts: &BTreeMap<(String, String), f64>, keep: &dyn Fn(&str) -> bool| {
+        counts.iter().filter(|((outcome, _), _)| keep(outcome)).fold(0.0, |total, (_, n)| total + n)
+    };
     Page::new("Sources", "Sources", &signed)
         .render(html! {
             @if !ingress {
                 p.message { "This process does not run the ingress: its sources' answers are counted by the ingress processes (see their /metrics)." }
             }
-            @for (source, counts) in &by_source {
-                @let accepted: f64 = counts.iter().filter(|((o, _), _)| o == "accepted").map(|(_, n)| n).sum();
-                @let rejected: f64 = counts.iter().filter(|((o, _), _)| o != "accepted" && o != "duplicate").map(|(_, n)| n).sum();
-                section aria-labelledby={ "source-" (source) } {
-                    h2 id={ "source-" (source) } { (source) }
-                    p { strong { (accepted) } " accepted, " strong { (rejected) } " rejected since this process started." }
-                    table {
-                        thead { tr { th scope="col" { "Answer" } th scope="col" { "Reason" } th.num scope="col" { "Webhooks" } } }
-                        tbody {
-                            @for ((outcome, reason), n) in counts.iter().filter(|(_, n)| **n > 0.0) {
-                                tr { td { (outcome) } td { (if reason.is_empty() { "-" } else { reason }) } td.num { (n) } }
+            p.quiet { "Webhooks answered since this process started, from its metrics." }
+            table {
+                thead { tr {
+                    th scope="col" { "Source" } th.num scope="col" { "Accepted" } th.num scope="col" { "Duplicates" }
+                    th.num scope="col" { "Rejected" } th scope="col" { "Rejections by answer and reason" }
+                } }
+                tbody {
+                    @for (source, counts) in &by_source {
+                        tr data-source=(source) {
+                            td { (source) }
+                            td.num { (sum(counts, &|o| o == "accepted")) }
+                            td.num { (sum(counts, &|o| o == "duplicate")) }
+                            td.num { (sum(counts, &|o| o != "accepted" && o != "duplicate")) }
+                            td {
+                                @for ((outcome, reason), n) in counts.iter().filter(|((o, _), n)| **n > 0.0 && o != "accepted" && o != "duplicate") {
+                                    span { (outcome) @if !reason.is_empty() && reason != "none" { " (" (reason) ")" } ": " strong { (n) } } br;
+                                }
                             }
                         }
                     }
@@ -503,11 +517,8 @@ pub(crate) async fn attempts(
     Extension(signed): Extension<Signed>,
     Query(params): Params,
 ) -> Response {
-    let names: Vec<String> = match console.relay.subscribers().await {
-        Ok(views) => views.into_iter().map(|v| v.name).collect(),
-        Err(error) => return failed(&error),
-    };
-    let subscriber = param(&params, "subscriber").map(str::to_owned).or_else(|| names.first().cloned());
+    let names = console.relay.subscriber_names();
+    let subscriber = chosen(&params, &names);
     let status = match param(&params, "status").map(str::parse::<hookbridge_bus::StatusFilter>).transpose() {
         Ok(status) => status,
         Err(error) => return refused(StatusCode::BAD_REQUEST, &error),
@@ -555,11 +566,8 @@ pub(crate) async fn dead_letters(
     Extension(signed): Extension<Signed>,
     Query(params): Params,
 ) -> Response {
-    let names: Vec<String> = match console.relay.subscribers().await {
-        Ok(views) => views.into_iter().map(|v| v.name).collect(),
-        Err(error) => return failed(&error),
-    };
-    let Some(subscriber) = param(&params, "subscriber").map(str::to_owned).or_else(|| names.first().cloned()) else {
+    let names = console.relay.subscriber_names();
+    let Some(subscriber) = chosen(&params, &names) else {
         return Page::new("Dead letters", "Dead letters", &signed)
             .render(html! { p { "No subscriber is configured." } })
             .into_response();
@@ -643,10 +651,7 @@ pub(crate) async fn act_on_dead_letters(
 }
 
 pub(crate) async fn replay_form(State(console): State<Console>, Extension(signed): Extension<Signed>) -> Response {
-    let names: Vec<String> = match console.relay.subscribers().await {
-        Ok(views) => views.into_iter().map(|v| v.name).collect(),
-        Err(error) => return failed(&error),
-    };
+    let names = console.relay.subscriber_names();
     let hour_ago = time(Utc::now() - chrono::Duration::hours(1));
     Page::new("Replay", "Replay", &signed)
         .render(html! {

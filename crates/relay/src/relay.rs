@@ -183,6 +183,11 @@ impl Relay {
         sub.disabled.send_replace(stored);
     }
 
+    /// The configured subscribers' names, in configuration order.
+    pub fn subscriber_names(&self) -> Vec<String> {
+        self.settings.subscribers.iter().map(|s| s.name.clone()).collect()
+    }
+
     /// Every subscriber with its state and outstanding work.
     ///
     /// # Errors
