@@ -14,6 +14,7 @@
 
 mod assets;
 mod charts;
+mod layout;
 mod pages;
 mod session;
 

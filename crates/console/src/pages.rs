@@ -10,99 +10,19 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hookbridge_bus::{AttemptQuery, AttemptRecord, TailFrom, Tailed};
 use hookbridge_event::EventPattern;
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 
 use crate::Console;
 use crate::charts;
+use crate::layout::{Page, refused};
 use crate::session::{Form, Signed};
 
 type Params = Query<BTreeMap<String, String>>;
-
-/// A page of the console: its title and which navigation entry it is.
-pub(crate) struct Page {
-    title: String,
-    nav: Option<&'static str>,
-    csrf: Option<String>,
-}
-
-const NAV: [(&str, &str); 7] = [
-    ("Overview", "/console/"),
-    ("Sources", "/console/sources"),
-    ("Events", "/console/events"),
-    ("Subscribers", "/console/subscribers"),
-    ("Attempts", "/console/attempts"),
-    ("Dead letters", "/console/dead-letters"),
-    ("Replay", "/console/replay"),
-];
-
-impl Page {
-    fn new(title: impl Into<String>, nav: &'static str, signed: &Signed) -> Self {
-        Self { title: title.into(), nav: Some(nav), csrf: Some(signed.csrf.clone()) }
-    }
-
-    pub(crate) fn bare(title: &str) -> Self {
-        Self { title: title.into(), nav: None, csrf: None }
-    }
-
-    pub(crate) fn render(&self, body: Markup) -> Html<String> {
-        Html(
-            html! {
-                (DOCTYPE)
-                html lang="en" {
-                    head {
-                        meta charset="utf-8";
-                        meta name="viewport" content="width=device-width, initial-scale=1";
-                    link rel="icon" href="data:,";
-                        title { (self.title) " · hookbridge console" }
-                        link rel="stylesheet" href="/console/assets/console.css";
-                        script src="/console/assets/console.js" defer {}
-                    }
-                    body {
-                        a.skip href="#main" { "Skip to the content" }
-                        header {
-                            span.brand { "hookbridge" }
-                            @if let Some(current) = self.nav {
-                                nav aria-label="Console" {
-                                    ul {
-                                        @for (name, href) in NAV {
-                                            li { a href=(href) aria-current=[(name == current).then_some("page")] { (name) } }
-                                        }
-                                        li { a href="/console/tail" aria-current=[(current == "Live tail").then_some("page")] { "Live tail" } }
-                                    }
-                                }
-                            }
-                            @if let Some(csrf) = &self.csrf {
-                                form method="post" action="/console/logout" {
-                                    input type="hidden" name="csrf" value=(csrf);
-                                    button.secondary type="submit" { "Sign out" }
-                                }
-                            }
-                        }
-                        main id="main" {
-                            h1 { (self.title) }
-                            (body)
-                        }
-                    }
-                }
-            }
-            .into_string(),
-        )
-    }
-}
-
-/// A page saying why an action or request was refused.
-pub(crate) fn refused(status: StatusCode, why: &str) -> Response {
-    let page = Page::bare("Refused").render(html! {
-        p.message.error role="alert" { (why) }
-        p { a href="/console/" { "Back to the console" } }
-    });
-    (status, page).into_response()
-}
 
 /// The answer to a failed read of the relay or the bus.
 fn failed(error: &hookbridge_relay::Error) -> Response {
@@ -114,26 +34,6 @@ fn failed(error: &hookbridge_relay::Error) -> Response {
         hookbridge_relay::Error::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     refused(status, &error.to_string())
-}
-
-pub(crate) fn login_form(error: Option<&str>, disabled: bool) -> Markup {
-    html! {
-        div.login {
-            @if let Some(error) = error {
-                p.message.error role="alert" id="login-error" { (error) }
-            }
-            @if disabled {
-                p.message { "The console needs the admin token, and none is configured: set " code { "admin.token" } "." }
-            }
-            form.stack method="post" action="/console/login" {
-                input type="text" name="username" value="admin" autocomplete="username" hidden;
-                label for="token" { "Admin token" }
-                input id="token" name="token" type="password" autocomplete="current-password" required autofocus;
-                button type="submit" { "Sign in" }
-            }
-            p.quiet { "The token is the configuration's " code { "admin.token" } ". The session ends after 12 hours unused, or when you sign out." }
-        }
-    }
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -175,7 +75,7 @@ pub(crate) async fn overview(State(console): State<Console>, Extension(signed): 
     let deliveries = charts::rates(&samples, |s| &s.deliveries);
     let backlog = charts::levels(&samples, |s| &s.backlog);
     let subscribers = console.relay.subscribers().await;
-    Page::new("Overview", "Overview", &signed)
+    Page::new("Overview", "Overview", &signed.csrf)
         .render(html! {
             div.charts {
                 (charts::chart("Webhooks per second, by source and answer", "/s", &webhooks))
@@ -261,7 +161,7 @@ pub(crate) async fn subscribers(
             last_errors.insert(v.name.clone(), a);
         }
     }
-    Page::new("Subscribers", "Subscribers", &signed)
+    Page::new("Subscribers", "Subscribers", &signed.csrf)
         .render(html! {
             (flash(&params))
             (subscriber_table(&views, Some((&signed, &last_errors))))
@@ -317,7 +217,7 @@ pub(crate) async fn sources(State(console): State<Console>, Extension(signed): E
     let sum = |counts: &BTreeMap<(String, String), f64>, keep: &dyn Fn(&str) -> bool| {
         counts.iter().filter(|((outcome, _), _)| keep(outcome)).fold(0.0, |total, (_, n)| total + n)
     };
-    Page::new("Sources", "Sources", &signed)
+    Page::new("Sources", "Sources", &signed.csrf)
         .render(html! {
             @if !ingress {
                 p.message { "This process does not run the ingress: its sources' answers are counted by the ingress processes (see their /metrics)." }
@@ -402,7 +302,7 @@ pub(crate) async fn events(
         Err(e) => error = Some(e.to_string()),
     }
     let value = |key: &str| params.get(key).cloned().unwrap_or_default();
-    Page::new("Events", "Events", &signed)
+    Page::new("Events", "Events", &signed.csrf)
         .render(html! {
             form.filters method="get" action="/console/events" role="search" {
                 label { "Type" input name="type" value=(value("type")) placeholder="email.* or email.bounced"; }
@@ -446,7 +346,7 @@ pub(crate) async fn event(
         Ok(view) => view,
         Err(error) => return failed(&error),
     };
-    Page::new(format!("Event {id}"), "Events", &signed)
+    Page::new(format!("Event {id}"), "Events", &signed.csrf)
         .render(html! {
             p { "Type " code { (view.ty) } ", published " (time(view.published_at)) "." }
             h2 { "At each subscriber" }
@@ -537,7 +437,7 @@ pub(crate) async fn attempts(
         None => Vec::new(),
     };
     let value = |key: &str| params.get(key).cloned().unwrap_or_default();
-    Page::new("Attempts", "Attempts", &signed)
+    Page::new("Attempts", "Attempts", &signed.csrf)
         .render(html! {
             form.filters method="get" action="/console/attempts" role="search" {
                 label { "Subscriber"
@@ -568,7 +468,7 @@ pub(crate) async fn dead_letters(
 ) -> Response {
     let names = console.relay.subscriber_names();
     let Some(subscriber) = chosen(&params, &names) else {
-        return Page::new("Dead letters", "Dead letters", &signed)
+        return Page::new("Dead letters", "Dead letters", &signed.csrf)
             .render(html! { p { "No subscriber is configured." } })
             .into_response();
     };
@@ -577,7 +477,7 @@ pub(crate) async fn dead_letters(
         Err(error) => return failed(&error),
     };
     let action = |what: &str| format!("/console/dead-letters/{}/{what}", urlencode(&subscriber));
-    Page::new("Dead letters", "Dead letters", &signed)
+    Page::new("Dead letters", "Dead letters", &signed.csrf)
         .render(html! {
             (flash(&params))
             form.filters method="get" action="/console/dead-letters" {
@@ -653,7 +553,7 @@ pub(crate) async fn act_on_dead_letters(
 pub(crate) async fn replay_form(State(console): State<Console>, Extension(signed): Extension<Signed>) -> Response {
     let names = console.relay.subscriber_names();
     let hour_ago = time(Utc::now() - chrono::Duration::hours(1));
-    Page::new("Replay", "Replay", &signed)
+    Page::new("Replay", "Replay", &signed.csrf)
         .render(html! {
             p { "Re-delivers to one subscriber what the bus retains in a time window, through a group of its own: its live deliveries go on. Each event gets one attempt; a failure goes to its dead letters." }
             form.stack method="post" action="/console/replay" {
@@ -715,7 +615,7 @@ pub(crate) async fn replay(
     };
     let settled = view.delivered + view.failed + view.skipped;
     let total = view.total.unwrap_or(0).max(settled);
-    let page = Page::new(format!("Replay {}", view.id), "Replay", &signed).render(html! {
+    let page = Page::new(format!("Replay {}", view.id), "Replay", &signed.csrf).render(html! {
         p { "To " strong { (view.subscriber) } ", events published from " (time(view.since)) " to " (time(view.until)) "." }
         p role="status" id="replay-status" {
             @if view.done { "Done: " } @else { "Running: " }
@@ -732,7 +632,7 @@ pub(crate) async fn replay(
 }
 
 pub(crate) async fn tail(Extension(signed): Extension<Signed>) -> Response {
-    Page::new("Live tail", "Live tail", &signed)
+    Page::new("Live tail", "Live tail", &signed.csrf)
         .render(html! {
             p id="tail-status" role="status" { "Connecting…" }
             p { "Events received: " span id="tail-count" { "0" } }

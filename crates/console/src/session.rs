@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Console;
-use crate::pages::{self, Page};
+use crate::layout::{self, Page};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "hookbridge_console";
@@ -121,7 +121,7 @@ pub(crate) async fn require(State(console): State<Console>, mut request: Request
         }
         None if request.method() == Method::GET => Redirect::to("/console/login").into_response(),
         None => {
-            pages::refused(StatusCode::UNAUTHORIZED, "You are not signed in, or your session ended: sign in again.")
+            layout::refused(StatusCode::UNAUTHORIZED, "You are not signed in, or your session ended: sign in again.")
         }
     }
 }
@@ -147,7 +147,7 @@ impl Form {
     pub(crate) fn csrf_refusal(&self, signed: &Signed) -> Option<Response> {
         let given = self.get("csrf").unwrap_or_default();
         (!bool::from(given.as_bytes().ct_eq(signed.csrf.as_bytes()))).then(|| {
-            pages::refused(
+            layout::refused(
                 StatusCode::FORBIDDEN,
                 "This form's CSRF token is missing or wrong: nothing was done. Open the page again and repeat.",
             )
@@ -161,7 +161,7 @@ pub(crate) async fn login_page(State(console): State<Console>) -> Response {
 
 fn login_answer(console: &Console, status: StatusCode, error: Option<&str>) -> Response {
     let disabled = console.sessions.token.is_none();
-    (status, Page::bare("Sign in").render(pages::login_form(error, disabled))).into_response()
+    (status, Page::bare("Sign in").render(layout::login_form(error, disabled))).into_response()
 }
 
 pub(crate) async fn login(State(console): State<Console>, body: Bytes) -> Response {
