@@ -12,6 +12,7 @@
 //! One process owns the file (redb locks it); consumers in that process
 //! share groups.
 
+mod attempts;
 mod consumer;
 pub(crate) mod record;
 mod tables;
@@ -29,12 +30,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::consumer::Group;
-use self::tables::{
-    ATTEMPTS, ATTEMPTS_BY_EVENT, ATTEMPTS_BY_SUBSCRIBER, DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE,
-    TIME_INDEX,
-};
+use self::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX};
 use self::writer::{Command, LogState, Writer};
-use crate::attempts::{AttemptQuery, AttemptRecord, Newest};
+use crate::attempts::{AttemptQuery, AttemptRecord};
 use crate::{
     Bus, Consumer, DeadLetter, Error, GroupStatus, NewGroup, PublishOutcome, Publisher, Result, StartFrom,
     SubscribeOptions,
@@ -101,6 +99,8 @@ pub(crate) struct Shared {
     /// Serializes group creation, so one group is opened once.
     subscribing: tokio::sync::Mutex<()>,
     path: PathBuf,
+    /// The delivery record, in a file of its own.
+    attempts: attempts::AttemptLog,
 }
 
 impl Drop for Shared {
@@ -145,9 +145,6 @@ impl EmbeddedBus {
             txn.open_table(META).map_err(storage)?;
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
             txn.open_table(STATE).map_err(storage)?;
-            txn.open_table(ATTEMPTS).map_err(storage)?;
-            txn.open_table(ATTEMPTS_BY_SUBSCRIBER).map_err(storage)?;
-            txn.open_table(ATTEMPTS_BY_EVENT).map_err(storage)?;
             let state = LogState::load(&txn).map_err(storage)?;
             let dedup = writer::load_dedup(&txn).map_err(storage)?;
             txn.commit().map_err(storage)?;
@@ -163,6 +160,11 @@ impl EmbeddedBus {
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::Storage(format!("cannot start the bus writer: {e}")))?;
         tokio::spawn(writer::maintenance_loop(tx.downgrade(), options.maintenance_interval));
+        let attempts = attempts::AttemptLog::open(
+            &options.path,
+            options.retention.attempts_max_age,
+            options.maintenance_interval,
+        )?;
         tracing::info!(path = %file.display(), next_seq = state.next_seq, "embedded bus opened");
         Ok(Self {
             shared: Arc::new(Shared {
@@ -173,6 +175,7 @@ impl EmbeddedBus {
                 groups: Mutex::default(),
                 subscribing: tokio::sync::Mutex::new(()),
                 path: options.path,
+                attempts,
             }),
         })
     }
@@ -190,7 +193,8 @@ impl EmbeddedBus {
         // A no-op settle behind Maintain in the same queue: its answer comes
         // after the maintenance transaction committed.
         self.shared.tx().send(Command::Maintain).await.map_err(|_| Error::Closed)?;
-        self.shared.send_settle("", writer::Settle::default()).await
+        self.shared.send_settle("", writer::Settle::default()).await?;
+        self.shared.attempts.maintain().await
     }
 
     /// Every event still in the log, oldest first, with its append time: for
@@ -434,61 +438,11 @@ impl Bus for EmbeddedBus {
         if attempts.is_empty() {
             return Ok(());
         }
-        let attempts = attempts.to_vec();
-        self.shared.request(|reply| Command::RecordAttempts { attempts, reply }).await
+        self.shared.attempts.record(attempts.to_vec()).await
     }
 
     async fn attempts(&self, query: &AttemptQuery) -> Result<Vec<AttemptRecord>> {
-        let txn = self.shared.db.begin_read().map_err(storage)?;
-        let records = txn.open_table(ATTEMPTS).map_err(storage)?;
-        let since = query.since.map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0));
-        let read = |key: (u64, u64)| -> Result<Option<AttemptRecord>> {
-            let value = records.get(key).map_err(storage)?;
-            Ok(value.and_then(|v| AttemptRecord::from_json(v.value())).filter(|r| query.matches(r)))
-        };
-        let mut newest = Newest::new(query);
-        if let Some(event) = &query.event {
-            // Few per event: read them all.
-            let index = txn.open_table(ATTEMPTS_BY_EVENT).map_err(storage)?;
-            for entry in
-                index.range((event.as_str(), since, 0)..=(event.as_str(), u64::MAX, u64::MAX)).map_err(storage)?
-            {
-                let entry = entry.map_err(storage)?;
-                let (_, at, n) = entry.0.value();
-                if let Some(record) = read((at, n))? {
-                    newest.offer(record);
-                }
-            }
-            return Ok(newest.into_newest_first());
-        }
-        // Newest first, until enough answer.
-        let limit = query.capped_limit();
-        let mut found = Vec::new();
-        if let Some(subscriber) = &query.subscriber {
-            let index = txn.open_table(ATTEMPTS_BY_SUBSCRIBER).map_err(storage)?;
-            let range = (subscriber.as_str(), since, 0)..=(subscriber.as_str(), u64::MAX, u64::MAX);
-            for entry in index.range(range).map_err(storage)?.rev() {
-                let entry = entry.map_err(storage)?;
-                let (_, at, n) = entry.0.value();
-                if let Some(record) = read((at, n))? {
-                    found.push(record);
-                    if found.len() == limit {
-                        break;
-                    }
-                }
-            }
-        } else {
-            for entry in records.range((since, 0)..).map_err(storage)?.rev() {
-                let (_, value) = entry.map_err(storage)?;
-                if let Some(record) = AttemptRecord::from_json(value.value()).filter(|r| query.matches(r)) {
-                    found.push(record);
-                    if found.len() == limit {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(found)
+        self.shared.attempts.query(query)
     }
 }
 

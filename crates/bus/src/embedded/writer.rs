@@ -12,10 +12,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::record;
-use super::tables::{
-    ATTEMPTS, ATTEMPTS_BY_EVENT, ATTEMPTS_BY_SUBSCRIBER, DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE,
-    TIME_INDEX, meta_get,
-};
+use super::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX, meta_get};
 use super::{Retention, now_ms};
 use crate::{Error, PublishOutcome, Result};
 
@@ -56,11 +53,6 @@ pub(crate) enum Command {
         seq: Option<u64>,
         reply: oneshot::Sender<Result<u64>>,
     },
-    /// Adds attempts to the delivery record.
-    RecordAttempts {
-        attempts: Vec<crate::AttemptRecord>,
-        reply: oneshot::Sender<Result<()>>,
-    },
     PutState {
         key: String,
         value: Option<Vec<u8>>,
@@ -86,8 +78,6 @@ pub(crate) struct Settle {
 pub(crate) struct LogState {
     pub next_seq: u64,
     pub total_bytes: u64,
-    /// The number of the next attempt recorded.
-    pub next_attempt: u64,
 }
 
 /// 16 bytes of SHA-256 of a dedup key: what the dedup index holds.
@@ -118,18 +108,13 @@ pub(crate) fn load_dedup(txn: &WriteTransaction) -> std::result::Result<DedupInd
 impl LogState {
     pub fn load(txn: &WriteTransaction) -> std::result::Result<Self, redb::Error> {
         let meta = txn.open_table(META)?;
-        Ok(Self {
-            next_seq: meta_get(&meta, "next_seq")?,
-            total_bytes: meta_get(&meta, "total_bytes")?,
-            next_attempt: meta_get(&meta, "next_attempt")?,
-        })
+        Ok(Self { next_seq: meta_get(&meta, "next_seq")?, total_bytes: meta_get(&meta, "total_bytes")? })
     }
 
     fn store(&self, txn: &WriteTransaction) -> std::result::Result<(), redb::Error> {
         let mut meta = txn.open_table(META)?;
         meta.insert("next_seq", self.next_seq)?;
         meta.insert("total_bytes", self.total_bytes)?;
-        meta.insert("next_attempt", self.next_attempt)?;
         Ok(())
     }
 }
@@ -241,9 +226,6 @@ impl Writer {
             let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
             let mut state = txn.open_table(STATE)?;
             let mut time_index = txn.open_table(TIME_INDEX)?;
-            let mut attempts = txn.open_table(ATTEMPTS)?;
-            let mut by_subscriber = txn.open_table(ATTEMPTS_BY_SUBSCRIBER)?;
-            let mut by_event = txn.open_table(ATTEMPTS_BY_EVENT)?;
             let mut indexed_ms = None;
             for command in batch {
                 match command {
@@ -318,17 +300,6 @@ impl Writer {
                         }
                         replies.push(Reply::Count(reply, keys.len() as u64));
                     }
-                    Command::RecordAttempts { attempts: records, reply } => {
-                        for record in &records {
-                            let at = u64::try_from(record.at.timestamp_millis()).unwrap_or(0);
-                            let n = self.state.next_attempt;
-                            self.state.next_attempt += 1;
-                            attempts.insert((at, n), record.to_json().as_slice())?;
-                            by_subscriber.insert((record.subscriber.as_str(), at, n), ())?;
-                            by_event.insert((record.event_id.as_str(), at, n), ())?;
-                        }
-                        replies.push(Reply::Unit(Some(reply)));
-                    }
                     Command::PutState { key, value, reply } => {
                         match value {
                             Some(value) => state.insert(key.as_str(), value.as_slice())?,
@@ -389,7 +360,6 @@ impl Writer {
                 time_index.remove(ms)?;
             }
         }
-        self.expire_attempts(txn, now)?;
         // The dedup window is independent of retention: an id seen within
         // the window is a duplicate even if its event was already removed.
         let window_floor = now.saturating_sub(self.retention.dedup_window.as_millis() as u64);
@@ -409,33 +379,6 @@ impl Writer {
                 changes.expired.push((hash, seq));
             }
             forgotten += 1;
-        }
-        Ok(())
-    }
-}
-
-impl Writer {
-    /// Removes attempts older than `attempts_max_age`, with their index entries.
-    fn expire_attempts(&self, txn: &WriteTransaction, now: u64) -> std::result::Result<(), redb::Error> {
-        let floor = now.saturating_sub(self.retention.attempts_max_age.as_millis() as u64);
-        let mut attempts = txn.open_table(ATTEMPTS)?;
-        let mut by_subscriber = txn.open_table(ATTEMPTS_BY_SUBSCRIBER)?;
-        let mut by_event = txn.open_table(ATTEMPTS_BY_EVENT)?;
-        let mut expired = 0;
-        while expired < MAX_EXPIRE {
-            let Some(((at, n), bytes)) = attempts.first()?.map(|(k, v)| (k.value(), v.value().to_vec())) else { break };
-            if at >= floor {
-                break;
-            }
-            attempts.remove((at, n))?;
-            if let Some(record) = crate::AttemptRecord::from_json(&bytes) {
-                by_subscriber.remove((record.subscriber.as_str(), at, n))?;
-                by_event.remove((record.event_id.as_str(), at, n))?;
-            }
-            expired += 1;
-        }
-        if expired > 0 {
-            tracing::debug!(expired, "embedded bus retention removed old delivery attempts");
         }
         Ok(())
     }
