@@ -143,7 +143,18 @@ async fn the_admin_listener_answers_only_probes_and_metrics_without_the_token() 
         .await
         .unwrap();
     assert_eq!(wrong.status().as_u16(), 401);
-    for path in ["/", "/console/", "/webhooks/mailpipe", "/debug/pprof"] {
+    for path in ["/", "/webhooks/mailpipe", "/debug/pprof"] {
         assert_eq!(get(path).await, 404, "{path} is not served");
     }
+    // The console shows nothing without a session: it sends the browser to
+    // its sign-in page (docs/console.md).
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for path in ["/console/", "/console/subscribers", "/console/events"] {
+        let answer = no_redirects.get(format!("http://{}{path}", running.admin)).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 303, "{path} without a session");
+        assert_eq!(answer.headers()["location"], "/console/login");
+    }
+    let post =
+        no_redirects.post(format!("http://{}/console/subscribers/sink/disable", running.admin)).send().await.unwrap();
+    assert_eq!(post.status().as_u16(), 401, "an action without a session");
 }
