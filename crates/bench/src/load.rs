@@ -126,3 +126,73 @@ pub async fn run(
     let seconds = (ended - measure_from).as_secs_f64();
     Ok(Report::new(name, &merged, errors, seconds))
 }
+
+/// What a paced run sent: each accepted event's id and the wall-clock time
+/// (ns since the epoch) its request was sent.
+#[derive(Debug, Default)]
+pub struct Paced {
+    pub ids: std::collections::HashMap<String, u64>,
+    pub errors: u64,
+}
+
+/// Sends `requests` to `addr` at `rate` per second, spread over
+/// `connections` keep-alive connections (open loop: a connection that falls
+/// behind catches up in a burst).
+pub async fn paced(addr: SocketAddr, requests: &Arc<Vec<Request>>, rate: f64, connections: usize) -> anyhow::Result<Paced> {
+    let connections = connections.clamp(1, requests.len().max(1));
+    let interval = std::time::Duration::from_secs_f64(connections as f64 / rate.max(1.0));
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let requests = requests.clone();
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + interval.mul_f64(c as f64 / connections as f64),
+                interval,
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = Paced::default();
+            for r in requests.iter().skip(c).step_by(connections) {
+                tick.tick().await;
+                let mut request = hyper::Request::post(r.path.as_str())
+                    .header("host", "127.0.0.1")
+                    .header("content-type", r.content_type);
+                for (name, value) in &r.headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+                let request = request.body(Full::new(r.body.clone())).expect("valid request");
+                let at = crate::relay::wall_ns();
+                let answer = match sender.send_request(request).await {
+                    Ok(response) if response.status().is_success() => response.into_body().collect().await.ok(),
+                    _ => None,
+                };
+                match answer.and_then(|body| json_id(&body.to_bytes())) {
+                    Some(id) => {
+                        sent.ids.insert(id, at);
+                    }
+                    None => sent.errors += 1,
+                }
+            }
+            sent
+        }));
+    }
+    let mut all = Paced::default();
+    for task in tasks {
+        let sent = task.await?;
+        all.ids.extend(sent.ids);
+        all.errors += sent.errors;
+    }
+    Ok(all)
+}
+
+/// The first `"id":"…"` of a JSON text.
+pub fn json_id(json: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(json).ok()?;
+    let start = text.find("\"id\":\"")? + 6;
+    let end = text[start..].find('"')? + start;
+    Some(text[start..end].to_owned())
+}

@@ -7,8 +7,11 @@
 //! Every request is a distinct event (unique ids, pre-signed before the
 //! clock starts), so every 200 is a durable, fsync'd publish.
 
+mod ceiling;
+mod charts;
 mod load;
 mod relay;
+mod scale;
 mod streams;
 
 use std::io::{BufRead, BufReader};
@@ -71,6 +74,12 @@ struct Args {
     /// Internal: serve the counting subscriber and print its address.
     #[arg(long, hide = true)]
     sink_server: bool,
+    /// Internal, with --sink-server: on one thread.
+    #[arg(long, hide = true)]
+    sink_single: bool,
+    /// Internal, with --sink-server: keep each delivery's id and arrival.
+    #[arg(long, hide = true)]
+    sink_times: bool,
     /// Benchmark the streams listener: SSE clients (comma-separated counts)
     /// each receiving every event, at the offered webhook rates (events/s,
     /// one per count).
@@ -79,6 +88,33 @@ struct Args {
     /// With --streams: the offered webhook rate of each client count.
     #[arg(long, value_delimiter = ',', default_value = "1000,500,60")]
     streams_rate: Vec<u64>,
+    /// Measure the relay at scale (fan-out, end-to-end latency, connections,
+    /// backlog) and write the figures and charts into --docs.
+    #[arg(long)]
+    scale: bool,
+    /// With --scale: only these parts (comma-separated: ceiling, fanout,
+    /// latency, connections, backlog); the others keep their last figures.
+    #[arg(long)]
+    scale_only: Option<String>,
+    /// With --scale: subscriber counts of the fan-out.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    fanout: Vec<usize>,
+    /// With --scale: deliveries in all per fan-out scenario (at least 2,000 per subscriber).
+    #[arg(long, default_value_t = 200_000)]
+    scale_deliveries: usize,
+    /// With --scale: messages of the broker's consume-and-commit ceiling.
+    #[arg(long, default_value_t = 200_000)]
+    scale_broker_events: usize,
+    /// With --scale: events of the backlog (default 10,000,000 embedded,
+    /// 1,000,000 NATS, 200,000 Kafka).
+    #[arg(long)]
+    backlog: Option<usize>,
+    /// With --scale: where the backlog's bus lives (the system's temp dir by default).
+    #[arg(long)]
+    backlog_dir: Option<PathBuf>,
+    /// With --scale: the docs directory (performance.md, scale/).
+    #[arg(long, default_value = "docs")]
+    docs: PathBuf,
     /// Internal: serve the SSE fan-out ceiling and print its address.
     #[arg(long, hide = true)]
     fanout_server: bool,
@@ -94,7 +130,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if args.sink_server {
-        return relay::sink_server();
+        return relay::sink_server(args.sink_single, args.sink_times);
     }
     if args.fanout_server {
         return streams::fanout_server();
@@ -131,10 +167,28 @@ impl Broker {
     }
 
     async fn open(&self, prefix: &str) -> anyhow::Result<Arc<dyn hookbridge_bus::Bus>> {
+        self.open_at(&tempfile::tempdir()?.keep(), prefix, false).await
+    }
+
+    /// The bus a hookbridge of [`hookbridge_config`]`(dir, self, prefix)`
+    /// runs on; `own_stream` names the NATS stream after the prefix as that
+    /// config does.
+    async fn open_at(
+        &self,
+        dir: &std::path::Path,
+        prefix: &str,
+        own_stream: bool,
+    ) -> anyhow::Result<Arc<dyn hookbridge_bus::Bus>> {
         use hookbridge_bus::BusOptions;
         let options = match self {
-            Self::Embedded => BusOptions::Embedded(EmbeddedOptions::new(tempfile::tempdir()?.keep())),
-            Self::Nats(server) => BusOptions::Nats(hookbridge_bus::nats::NatsOptions::new(vec![server.url()], prefix)),
+            Self::Embedded => BusOptions::Embedded(EmbeddedOptions::new(dir)),
+            Self::Nats(server) => {
+                let mut options = hookbridge_bus::nats::NatsOptions::new(vec![server.url()], prefix);
+                if own_stream {
+                    options.stream = nats_stream(prefix);
+                }
+                BusOptions::Nats(options)
+            }
             Self::Kafka(broker) => {
                 let mut options = hookbridge_testkit::kafka_test_options(broker.address());
                 options.topic_prefix = prefix.to_owned();
@@ -148,6 +202,9 @@ impl Broker {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let broker = Broker::start(&args.backend)?;
+    if args.scale {
+        return scale::run(&args, &broker).await;
+    }
     if let Some(clients) = &args.streams {
         return streams::run(&args, &broker, clients).await;
     }
@@ -277,13 +334,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Distinct signed webhooks for one test source, signed on all cores.
 fn signed_requests(source: &'static str, event: &'static str, count: usize) -> Arc<Vec<Request>> {
+    signed_requests_from(source, event, 0, count)
+}
+
+/// As [`signed_requests`], numbered from `from` (distinct from another
+/// call's numbers).
+fn signed_requests_from(source: &'static str, event: &'static str, from: usize, count: usize) -> Arc<Vec<Request>> {
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     let now = Utc::now();
     let chunks: Vec<_> = (0..threads)
         .map(|t| {
             std::thread::spawn(move || {
                 let signer = keys::signer(source);
-                (t..count)
+                (from + t..from + count)
                     .step_by(threads)
                     .map(|seq| {
                         let (body, (header, value)) = keys::signed(&signer, event, seq as u64, now);
@@ -409,6 +472,8 @@ async fn bus_ceiling(bus: Arc<dyn Publisher>, requests: &[Request], args: &Args)
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// hookbridge's admin listener.
+    admin: Option<SocketAddr>,
     /// hookbridge's streams listener, when configured.
     streams: Option<SocketAddr>,
 }
@@ -422,37 +487,26 @@ impl Server {
             .context("starting the ceiling server")?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        Ok(Self { child, addr: line.trim().parse().context("ceiling server address")?, streams: None })
+        Ok(Self { child, addr: line.trim().parse().context("ceiling server address")?, admin: None, streams: None })
     }
 
-    /// hookbridge with `extra` appended to its config.
+    /// hookbridge with `extra` appended to its config, on a fresh prefix.
     fn hookbridge_with(binary: &PathBuf, dir: &std::path::Path, broker: &Broker, extra: &str) -> anyhow::Result<Self> {
-        let config = dir.join("hookbridge.toml");
-        let mut text = hookbridge_testkit::config_toml(&dir.join("bus"))
-            .replace("[ingress]\n", &format!("[ingress]\nprovider_dirs = [\"{}\"]\n", example_providers().display()));
         // A fresh prefix (and stream) per scenario: the ids of one run are new to it.
-        let n = rand_suffix();
-        match broker {
-            Broker::Embedded => {}
-            Broker::Nats(server) => {
-                text = text.replace("backend = \"embedded\"", "backend = \"nats\"");
-                text = text.replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"bench{n}\""));
-                text.push_str(&format!("[bus.nats]\nurl = \"{}\"\nstream = \"BENCH{n}\"\n", server.url()));
-            }
-            Broker::Kafka(broker) => {
-                text = text.replace("backend = \"embedded\"", "backend = \"kafka\"");
-                text = text.replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"bench{n}\""));
-                text.push_str(&format!(
-                    "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 6\nreplication_factor = 1\n",
-                    broker.address()
-                ));
-            }
-        }
+        let prefix = format!("bench{}", rand_suffix());
+        let mut text = hookbridge_config(dir, broker, &prefix);
         text.push_str(extra);
-        std::fs::write(&config, text)?;
+        Self::spawn(binary, dir, &text, "run")
+    }
+
+    /// Starts `hookbridge <command>` with `config` (written into `dir`),
+    /// and waits until it reports its listeners.
+    fn spawn(binary: &PathBuf, dir: &std::path::Path, config: &str, command: &str) -> anyhow::Result<Self> {
+        let path = dir.join("hookbridge.toml");
+        std::fs::write(&path, config)?;
         let mut child = Command::new(binary)
-            .args(["run", "--config"])
-            .arg(&config)
+            .args([command, "--config"])
+            .arg(&path)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -464,7 +518,7 @@ impl Server {
                 if line.contains("hookbridge listening") {
                     let field =
                         |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(str::to_owned);
-                    let _ = tx.send(field("webhooks=").map(|addr| (addr, field("streams="))));
+                    let _ = tx.send((field("webhooks="), field("admin="), field("streams=")));
                 } else if line.contains("ERROR")
                     || line.contains("WARN")
                     || line.starts_with("error")
@@ -474,9 +528,19 @@ impl Server {
                 }
             }
         });
-        let (addr, streams) =
-            rx.recv_timeout(Duration::from_secs(30))?.context("hookbridge did not report its address")?;
-        Ok(Self { child, addr: addr.parse()?, streams: streams.and_then(|s| s.parse().ok()) })
+        let (addr, admin, streams) = rx.recv_timeout(Duration::from_secs(120))?;
+        let parse = |a: Option<String>| a.and_then(|a| a.parse().ok());
+        Ok(Self {
+            child,
+            addr: parse(addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            admin: parse(admin),
+            streams: parse(streams),
+        })
+    }
+
+    /// The process id, for its RSS and CPU time.
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn stop(&mut self) {
@@ -489,6 +553,35 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The test config of a hookbridge on `broker`: its embedded bus in
+/// `dir/bus`, or the broker's topics (and NATS stream) named by `prefix`.
+fn hookbridge_config(dir: &std::path::Path, broker: &Broker, prefix: &str) -> String {
+    let mut text = hookbridge_testkit::config_toml(&dir.join("bus"))
+        .replace("[ingress]\n", &format!("[ingress]\nprovider_dirs = [\"{}\"]\n", example_providers().display()));
+    match broker {
+        Broker::Embedded => {}
+        Broker::Nats(server) => {
+            text = text.replace("backend = \"embedded\"", "backend = \"nats\"");
+            text = text.replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"{prefix}\""));
+            text.push_str(&format!("[bus.nats]\nurl = \"{}\"\nstream = \"{}\"\n", server.url(), nats_stream(prefix)));
+        }
+        Broker::Kafka(broker) => {
+            text = text.replace("backend = \"embedded\"", "backend = \"kafka\"");
+            text = text.replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"{prefix}\""));
+            text.push_str(&format!(
+                "[bus.kafka]\nbrokers = [\"{}\"]\npartitions = 6\nreplication_factor = 1\n",
+                broker.address()
+            ));
+        }
+    }
+    text
+}
+
+/// The NATS stream of a benchmark's prefix.
+fn nats_stream(prefix: &str) -> String {
+    prefix.to_uppercase()
 }
 
 /// The ceiling: accept the POST, read the whole body, answer a small JSON.

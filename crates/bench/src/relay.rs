@@ -29,15 +29,42 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// A sink on the machine's cores, counting only.
     pub fn start() -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?).arg("--sink-server").stdout(Stdio::piped()).spawn()?;
+        Self::start_with(false, false)
+    }
+
+    /// `single`: on one thread (when many sinks share the machine);
+    /// `times`: it also keeps each delivery's `webhook-id` and wall-clock
+    /// arrival, read by [`Sink::times`].
+    pub fn start_with(single: bool, times: bool) -> anyhow::Result<Self> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("--sink-server").stdout(Stdio::piped());
+        if single {
+            command.arg("--sink-single");
+        }
+        if times {
+            command.arg("--sink-times");
+        }
+        let mut child = command.spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
         Ok(Self { child, addr: line.trim().parse().context("sink address")? })
     }
 
-    async fn count(&self) -> anyhow::Result<u64> {
+    pub async fn count(&self) -> anyhow::Result<u64> {
         Ok(reqwest::get(format!("http://{}/count", self.addr)).await?.text().await?.trim().parse()?)
+    }
+
+    /// The deliveries' ids and arrival times (ns since the epoch) kept so
+    /// far, taken out of the sink.
+    pub async fn times(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let text = reqwest::get(format!("http://{}/times", self.addr)).await?.text().await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(id, ns)| Some((id.to_owned(), ns.parse().ok()?)))
+            .collect())
     }
 }
 
@@ -48,22 +75,51 @@ impl Drop for Sink {
     }
 }
 
-/// The sink: answers every POST 204 and counts them; `GET /count` tells.
-pub fn sink_server() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+/// Nanoseconds since the epoch: the clock both sides of a latency read.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The sink: answers every POST 204 and counts them; `GET /count` tells;
+/// with `times`, `GET /times` hands over each delivery's id and arrival.
+pub fn sink_server(single: bool, times: bool) -> anyhow::Result<()> {
+    let runtime = if single {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
     runtime.block_on(async {
         let count = Arc::new(AtomicU64::new(0));
+        let arrivals: Arc<std::sync::Mutex<Vec<(String, u64)>>> = Arc::default();
         let posted = count.clone();
+        let kept = arrivals.clone();
         let app = axum::Router::new()
             .route(
                 "/hooks",
-                axum::routing::post(move |body: axum::body::Bytes| {
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let at = wall_ns();
                     std::hint::black_box(body);
                     posted.fetch_add(1, Ordering::Relaxed);
+                    if times && let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+                        kept.lock().expect("arrivals").push((id.to_owned(), at));
+                    }
                     async { axum::http::StatusCode::NO_CONTENT }
                 }),
             )
-            .route("/count", axum::routing::get(move || async move { count.load(Ordering::Relaxed).to_string() }));
+            .route("/count", axum::routing::get(move || async move { count.load(Ordering::Relaxed).to_string() }))
+            .route(
+                "/times",
+                axum::routing::get(move || {
+                    let taken = std::mem::take(&mut *arrivals.lock().expect("arrivals"));
+                    async move {
+                        let mut text = String::with_capacity(taken.len() * 48);
+                        for (id, at) in taken {
+                            text.push_str(&format!("{id} {at}\n"));
+                        }
+                        text
+                    }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?);
         axum::serve(listener, app).await?;
@@ -119,32 +175,7 @@ pub async fn run(
     let mut reports = Vec::new();
 
     // POST latency of the delivery path alone (sign, POST, read answer).
-    let endpoint = Arc::new(hookbridge_relay::deliver::Endpoint::new(&settings)?);
-    let sample = sample_events(20_000);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let (endpoint, settings, sample, next) = (endpoint.clone(), settings.clone(), sample.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut h = histogram();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if i >= sample.len() {
-                        return h;
-                    }
-                    let t = Instant::now();
-                    let _ = endpoint.attempt(&settings, &sample[i]).await;
-                    h.saturating_record(t.elapsed().as_micros() as u64);
-                }
-            })
-        })
-        .collect();
-    let mut merged = histogram();
-    for t in tasks {
-        merged.add(&t.await?)?;
-    }
-    reports.push(Report::new("relay: signed POSTs only", &merged, 0, started.elapsed().as_secs_f64()));
+    reports.push(delivery_path(&settings, in_flight, 20_000).await?);
 
     // Fill the bus, then let the relay drain it.
     println!("publishing {events} events to the bus...");
@@ -234,6 +265,41 @@ pub async fn run(
         anyhow::ensure!(!bus.attempts(&query).await?.is_empty(), "no attempt was recorded");
     }
     Ok(reports)
+}
+
+/// The delivery path alone, as the relay's HTTP client does it: sign, POST,
+/// read the answer, `in_flight` at once, `posts` in all.
+pub async fn delivery_ceiling(sink: &Sink, in_flight: usize, posts: usize) -> anyhow::Result<Report> {
+    delivery_path(&subscriber(sink, in_flight), in_flight, posts).await
+}
+
+async fn delivery_path(settings: &SubscriberSettings, in_flight: usize, posts: usize) -> anyhow::Result<Report> {
+    let endpoint = Arc::new(hookbridge_relay::deliver::Endpoint::new(settings)?);
+    let sample = sample_events(posts);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (endpoint, settings, sample, next) = (endpoint.clone(), settings.clone(), sample.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut h = histogram();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= sample.len() {
+                        return h;
+                    }
+                    let t = Instant::now();
+                    let _ = endpoint.attempt(&settings, &sample[i]).await;
+                    h.saturating_record(t.elapsed().as_micros() as u64);
+                }
+            })
+        })
+        .collect();
+    let mut merged = histogram();
+    for t in tasks {
+        merged.add(&t.await?)?;
+    }
+    Ok(Report::new("relay: signed POSTs only", &merged, 0, started.elapsed().as_secs_f64()))
 }
 
 fn sample_events(n: usize) -> Arc<Vec<hookbridge_event::Event>> {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 
-use crate::load::{Request, histogram};
+use crate::load::{Request, histogram, json_id};
 use crate::{Args, Broker, Server, signed_requests};
 
 const TOKEN: &str = "bench-stream-token-0123456789";
@@ -90,7 +90,7 @@ fn fanout() -> anyhow::Result<Server> {
         .context("starting the fan-out server")?;
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    Ok(Server { child, addr: line.trim().parse().context("fan-out server address")?, streams: None })
+    Ok(Server { child, addr: line.trim().parse().context("fan-out server address")?, admin: None, streams: None })
 }
 
 /// One scenario: `n` clients on `streams`, webhooks POSTed to `webhook`
@@ -232,14 +232,6 @@ async fn open_client(
             }
         }
     }))
-}
-
-/// The first `"id":"…"` of a JSON text.
-fn json_id(json: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(json).ok()?;
-    let start = text.find("\"id\":\"")? + 6;
-    let end = text[start..].find('"')? + start;
-    Some(text[start..end].to_owned())
 }
 
 /// The ceiling: `POST /publish` answers `{"id":"c<n>"}` once the body is

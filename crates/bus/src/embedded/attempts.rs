@@ -65,7 +65,11 @@ impl Drop for AttemptLog {
 impl AttemptLog {
     pub(crate) fn open(dir: &Path, max_age: Duration, maintain_every: Duration) -> Result<Self> {
         let file = dir.join(FILE_NAME);
-        let db = Database::create(&file).map_err(|e| Error::Storage(format!("cannot open {}: {e}", file.display())))?;
+        // The record is written far more than it is read: a small cache.
+        let db = Database::builder()
+            .set_cache_size(16 * 1024 * 1024)
+            .create(&file)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", file.display())))?;
         let next = {
             let txn = db.begin_write().map_err(storage)?;
             txn.open_table(ATTEMPTS).map_err(storage)?;

@@ -43,6 +43,12 @@ use hookbridge_event::EventPattern;
 /// File name of the log inside the bus directory.
 pub const FILE_NAME: &str = "hookbridge-bus.redb";
 
+/// redb's page cache for the log. redb's default (1 GiB) grows with every
+/// page a backlog's drain reads; the log is read forward once per group, so
+/// a small cache costs nothing the operating system's page cache does not
+/// already hold, and keeps the process's memory flat.
+const LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Settings of the embedded bus.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -134,7 +140,10 @@ impl EmbeddedBus {
         std::fs::create_dir_all(&options.path)
             .map_err(|e| Error::Storage(format!("cannot create {}: {e}", options.path.display())))?;
         let file = options.path.join(FILE_NAME);
-        let db = Database::create(&file).map_err(|e| Error::Storage(format!("cannot open {}: {e}", file.display())))?;
+        let db = Database::builder()
+            .set_cache_size(LOG_CACHE_BYTES)
+            .create(&file)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", file.display())))?;
         let state = {
             let txn = db.begin_write().map_err(storage)?;
             txn.open_table(LOG).map_err(storage)?;
