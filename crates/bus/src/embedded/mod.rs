@@ -14,6 +14,7 @@
 
 mod attempts;
 mod consumer;
+mod dedup;
 pub(crate) mod record;
 mod tables;
 mod tail;
@@ -155,7 +156,7 @@ impl EmbeddedBus {
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
             txn.open_table(STATE).map_err(storage)?;
             let state = LogState::load(&txn).map_err(storage)?;
-            let dedup = writer::load_dedup(&txn).map_err(storage)?;
+            let dedup = dedup::DedupIndex::load(&txn).map_err(storage)?;
             txn.commit().map_err(storage)?;
             (state, dedup)
         };

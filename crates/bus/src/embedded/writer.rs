@@ -4,13 +4,13 @@
 //! with one fsync: concurrent publishers share the sync (group commit), and
 //! each is answered only after the commit returned.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::dedup::DedupIndex;
 use super::record;
 use super::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX, meta_get};
 use super::{Retention, now_ms};
@@ -89,22 +89,6 @@ pub(crate) fn key_hash(key: &str) -> KeyHash {
     digest[..16].try_into().expect("16 of 32 bytes")
 }
 
-/// The dedup window in memory: key hash → seq of the journal row.
-pub(crate) type DedupIndex = HashMap<KeyHash, u64>;
-
-/// Rebuilds the dedup index from its journal.
-pub(crate) fn load_dedup(txn: &WriteTransaction) -> std::result::Result<DedupIndex, redb::Error> {
-    let table = txn.open_table(DEDUP_KEYS)?;
-    let mut index = DedupIndex::with_capacity(table.len()? as usize);
-    for entry in table.iter()? {
-        let (seq, value) = entry?;
-        if let Some(hash) = value.value().get(..16) {
-            index.insert(hash.try_into().expect("16 bytes"), seq.value());
-        }
-    }
-    Ok(index)
-}
-
 impl LogState {
     pub fn load(txn: &WriteTransaction) -> std::result::Result<Self, redb::Error> {
         let meta = txn.open_table(META)?;
@@ -131,7 +115,7 @@ pub(crate) struct Writer {
 /// it fails to commit.
 #[derive(Default)]
 struct DedupChanges {
-    inserted: Vec<KeyHash>,
+    inserted: Vec<(KeyHash, u64)>,
     expired: Vec<(KeyHash, u64)>,
 }
 
@@ -199,10 +183,12 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, "embedded bus write failed; nothing in the batch was acknowledged");
                 self.state = before;
-                for hash in &changes.inserted {
-                    self.dedup.remove(hash);
+                for (hash, seq) in &changes.inserted {
+                    self.dedup.remove(hash, *seq);
                 }
-                self.dedup.extend(changes.expired);
+                for (hash, seq) in &changes.expired {
+                    self.dedup.insert(hash, *seq);
+                }
                 let message = error.to_string();
                 replies.into_iter().for_each(|reply| reply.fail(&message));
             }
@@ -231,7 +217,7 @@ impl Writer {
                 match command {
                     Command::Publish { key, ty, json, reply } => {
                         let hash = key_hash(&key);
-                        if self.dedup.contains_key(&hash) {
+                        if self.dedup.contains(&hash, self.state.next_seq, &dedup_keys) {
                             replies.push(Reply::Publish(reply, PublishOutcome::Duplicate));
                             continue;
                         }
@@ -244,8 +230,8 @@ impl Writer {
                         journal[..16].copy_from_slice(&hash);
                         journal[16..].copy_from_slice(&now.to_be_bytes());
                         dedup_keys.insert(seq, journal.as_slice())?;
-                        self.dedup.insert(hash, seq);
-                        changes.inserted.push(hash);
+                        self.dedup.insert(&hash, seq);
+                        changes.inserted.push((hash, seq));
                         if indexed_ms != Some(now) {
                             indexed_ms = Some(now);
                             if time_index.get(now)?.is_none() {
@@ -373,9 +359,8 @@ impl Writer {
             }
             dedup_keys.remove(seq)?;
             if let Some(hash) = value.get(..16).map(|h| <KeyHash>::try_from(h).expect("16 bytes"))
-                && self.dedup.get(&hash) == Some(&seq)
+                && self.dedup.remove(&hash, seq)
             {
-                self.dedup.remove(&hash);
                 changes.expired.push((hash, seq));
             }
             forgotten += 1;
