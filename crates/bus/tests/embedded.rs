@@ -94,6 +94,28 @@ async fn dedup_window_expires() {
     assert_eq!(bus.publish(&e).await.unwrap(), PublishOutcome::Published, "outside the window it is new again");
 }
 
+/// The dedup window is rebuilt from its journal at start-up: ids published
+/// before a restart are still duplicates after it, new ids are not.
+#[tokio::test]
+async fn dedup_window_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Vec<_> = (0..500).map(|_| conformance::event("email.delivered")).collect();
+    {
+        let bus = open(&dir, Retention::default());
+        for e in &seen {
+            assert_eq!(bus.publish(e).await.unwrap(), PublishOutcome::Published);
+        }
+        bus.close().await;
+    }
+    let bus = open(&dir, Retention::default());
+    for e in &seen {
+        assert_eq!(bus.publish(e).await.unwrap(), PublishOutcome::Duplicate, "{} after a restart", e.id);
+    }
+    let fresh = conformance::event("email.delivered");
+    assert_eq!(bus.publish(&fresh).await.unwrap(), PublishOutcome::Published);
+    assert_eq!(bus.publish(&fresh).await.unwrap(), PublishOutcome::Duplicate);
+}
+
 #[tokio::test]
 async fn a_second_open_of_a_held_log_is_refused() {
     let dir = tempfile::tempdir().unwrap();
