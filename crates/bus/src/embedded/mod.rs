@@ -164,7 +164,7 @@ impl EmbeddedBus {
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(state.next_seq);
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let writer = Writer { db: db.clone(), state, head: head_tx, retention: options.retention, dedup };
+        let writer = Writer { db: db.clone(), state, head: head_tx, retention: options.retention, dedup, behind: false };
         let writer = std::thread::Builder::new()
             .name("hookbridge-bus-writer".into())
             .spawn(move || writer.run(rx))
@@ -200,10 +200,14 @@ impl EmbeddedBus {
     /// # Errors
     /// When the writer is gone or the transaction failed.
     pub async fn maintain(&self) -> Result<()> {
-        // A no-op settle behind Maintain in the same queue: its answer comes
-        // after the maintenance transaction committed.
-        self.shared.tx().send(Command::Maintain).await.map_err(|_| Error::Closed)?;
-        self.shared.send_settle("", writer::Settle::default()).await?;
+        // Pass after pass until nothing more is due.
+        loop {
+            let (reply, more) = oneshot::channel();
+            self.shared.tx().send(Command::Maintain(Some(reply))).await.map_err(|_| Error::Closed)?;
+            if !more.await.map_err(|_| Error::Closed)?? {
+                break;
+            }
+        }
         self.shared.attempts.maintain().await
     }
 
