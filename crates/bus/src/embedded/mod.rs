@@ -47,8 +47,10 @@ pub const FILE_NAME: &str = "hookbridge-bus.redb";
 /// redb's page cache for the log. redb's default (1 GiB) grows with every
 /// page a backlog's drain reads; the log is read forward once per group, so
 /// a small cache costs nothing the operating system's page cache does not
-/// already hold, and keeps the process's memory flat.
-const LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// already hold, and keeps the process's memory flat. Measured on a drain of
+/// 300,000 events: 16 MiB drains as fast as 64 MiB, at 96 MiB RSS instead of
+/// 193 MiB (the cache's page buffers also fragment the allocator's heap).
+const LOG_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Settings of the embedded bus.
 #[derive(Debug, Clone)]
