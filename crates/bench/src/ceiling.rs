@@ -76,9 +76,7 @@ async fn kafka(address: &str, payload: bytes::Bytes, messages: usize) -> anyhow:
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", address);
     let admin: AdminClient<_> = config.create()?;
-    admin
-        .create_topics(&[NewTopic::new("ceiling", 6, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await?;
+    admin.create_topics(&[NewTopic::new("ceiling", 6, TopicReplication::Fixed(1))], &AdminOptions::new()).await?;
     let producer: FutureProducer = config.clone().set("enable.idempotence", "true").set("acks", "all").create()?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
     for i in 0..messages {

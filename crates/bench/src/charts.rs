@@ -105,7 +105,8 @@ pub fn tables(measured: &[Measured]) -> String {
         );
     }
     let _ = writeln!(t, "\n### End to end: provider POST → subscriber received\n");
-    let _ = writeln!(t, "| backend | max ingress/s | load | offered/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms |");
+    let _ =
+        writeln!(t, "| backend | max ingress/s | load | offered/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms |");
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
     for m in measured {
         for l in &m.latency {
@@ -131,7 +132,11 @@ pub fn tables(measured: &[Measured]) -> String {
     for m in measured {
         let base = m.connections.first().map_or(0.0, |c| c.rss_mib);
         for c in &m.connections {
-            let per = if c.open == 0 { "-".into() } else { format!("{:.1} MiB", (c.rss_mib - base) * 1000.0 / c.open as f64) };
+            let per = if c.open == 0 {
+                "-".into()
+            } else {
+                format!("{:.1} MiB", (c.rss_mib - base) * 1000.0 / c.open as f64)
+            };
             let _ = writeln!(t, "| {} | {} | {:.1} | {} |", m.backend, c.open, c.rss_mib, per);
         }
     }
@@ -144,11 +149,9 @@ pub fn tables(measured: &[Measured]) -> String {
     for m in measured {
         let Some(b) = &m.backlog else { continue };
         let retention = match (b.retention_s, b.file_bytes_before, b.file_bytes_after) {
-            (Some(s), Some(before), Some(after)) => format!(
-                "all removed in {s:.1} s; file {:.2} → {:.2} GB",
-                before as f64 / 1e9,
-                after as f64 / 1e9
-            ),
+            (Some(s), Some(before), Some(after)) => {
+                format!("all removed in {s:.1} s; file {:.2} → {:.2} GB", before as f64 / 1e9, after as f64 / 1e9)
+            }
             _ => "the broker's".into(),
         };
         let _ = writeln!(
@@ -244,8 +247,10 @@ fn backlog_chart(
     y: &str,
     series: impl Fn(&Measured) -> Option<Vec<(f64, f64)>>,
 ) -> anyhow::Result<()> {
-    let all: Vec<(String, Vec<(f64, f64)>)> =
-        measured.iter().filter_map(|m| Some((format!("{} ({} events)", m.backend, m.backlog.as_ref()?.events), series(m)?))).collect();
+    let all: Vec<(String, Vec<(f64, f64)>)> = measured
+        .iter()
+        .filter_map(|m| Some((format!("{} ({} events)", m.backend, m.backlog.as_ref()?.events), series(m)?)))
+        .collect();
     let right = all.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).fold(1.0, f64::max);
     let top = all.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(1.0, f64::max);
     let root = chart_root(path).into_drawing_area();

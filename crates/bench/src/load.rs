@@ -138,7 +138,12 @@ pub struct Paced {
 /// Sends `requests` to `addr` at `rate` per second, spread over
 /// `connections` keep-alive connections (open loop: a connection that falls
 /// behind catches up in a burst).
-pub async fn paced(addr: SocketAddr, requests: &Arc<Vec<Request>>, rate: f64, connections: usize) -> anyhow::Result<Paced> {
+pub async fn paced(
+    addr: SocketAddr,
+    requests: &Arc<Vec<Request>>,
+    rate: f64,
+    connections: usize,
+) -> anyhow::Result<Paced> {
     let connections = connections.clamp(1, requests.len().max(1));
     let interval = std::time::Duration::from_secs_f64(connections as f64 / rate.max(1.0));
     let mut tasks = Vec::new();

@@ -189,7 +189,10 @@ fn subscriber_toml(name: &str, sink: &Sink) -> String {
 fn config(dir: &Path, broker: &Broker, prefix: &str, sinks: &[Sink], extra: &str) -> String {
     let mut text = hookbridge_config(dir, broker, prefix)
         .replace("topic_prefix = \"hookbridge\"", &format!("topic_prefix = \"{prefix}\""))
-        .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"));
+        .replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
+        );
     text.push_str(extra);
     for (i, sink) in sinks.iter().enumerate() {
         text.push_str(&subscriber_toml(&name(i), sink));
@@ -286,7 +289,8 @@ fn client() -> &'static reqwest::Client {
 async fn counted(sinks: &[Sink]) -> anyhow::Result<u64> {
     let mut total = 0;
     for sink in sinks {
-        total += client().get(format!("http://{}/count", sink.addr)).send().await?.text().await?.trim().parse::<u64>()?;
+        total +=
+            client().get(format!("http://{}/count", sink.addr)).send().await?.text().await?.trim().parse::<u64>()?;
     }
     Ok(total)
 }
@@ -323,7 +327,10 @@ async fn wait_ready(admin: std::net::SocketAddr) -> anyhow::Result<()> {
 }
 
 /// Latency of every arrival at `sinks` of an event sent at `sent`, in µs.
-async fn latencies(sinks: &[Sink], sent: &HashMap<String, u64>) -> anyhow::Result<(hdrhistogram::Histogram<u64>, usize)> {
+async fn latencies(
+    sinks: &[Sink],
+    sent: &HashMap<String, u64>,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, usize)> {
     let mut h = histogram();
     let mut arrived = 0;
     for sink in sinks {
@@ -551,6 +558,11 @@ async fn backlog(args: &Args, broker: &Broker, events: usize) -> anyhow::Result<
     drop(bus);
     let file = bus_dir.join(hookbridge_bus::embedded::FILE_NAME);
     let disk = std::fs::metadata(&file).map(|m| m.len()).ok();
+    // A backlog is written over the hours its subscriber was away, not in
+    // the minute before it comes back: the prefill's dirty pages go to disk
+    // first, or their writeback slows the first part of the drain.
+    let synced = std::process::Command::new("sync").status();
+    anyhow::ensure!(synced.as_ref().is_ok_and(|s| s.success()), "sync failed: {synced:?}");
 
     let started = Instant::now();
     let server = Server::spawn(&args.hookbridge, dir.path(), &config(dir.path(), broker, &prefix, &sinks, ""), "run")?;

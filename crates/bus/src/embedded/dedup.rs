@@ -73,8 +73,7 @@ impl DedupIndex {
     ) -> bool {
         let tag = tag(hash);
         self.table.iter_hash(spread(tag)).any(|entry| {
-            entry.tag == tag
-                && full_seq(entry.seq_lo, next_seq).is_some_and(|seq| journal_holds(journal, seq, hash))
+            entry.tag == tag && full_seq(entry.seq_lo, next_seq).is_some_and(|seq| journal_holds(journal, seq, hash))
         })
     }
 
@@ -180,7 +179,8 @@ mod tests {
     fn an_index_of_a_million_keys_is_compact() {
         let mut index = DedupIndex::default();
         for seq in 0..1_000_000u64 {
-            let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), seq.to_le_bytes())).into();
+            let digest: [u8; 32] =
+                sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), seq.to_le_bytes())).into();
             index.insert(&digest[..16].try_into().unwrap(), seq);
         }
         assert_eq!(index.len(), 1_000_000);

@@ -166,7 +166,8 @@ impl EmbeddedBus {
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(state.next_seq);
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let writer = Writer { db: db.clone(), state, head: head_tx, retention: options.retention, dedup, behind: false };
+        let writer =
+            Writer { db: db.clone(), state, head: head_tx, retention: options.retention, dedup, behind: false };
         let writer = std::thread::Builder::new()
             .name("hookbridge-bus-writer".into())
             .spawn(move || writer.run(rx))

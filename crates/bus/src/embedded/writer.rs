@@ -419,7 +419,7 @@ mod tests {
 
     use super::{Command, MAX_EXPIRE, Settle};
     use crate::embedded::{EmbeddedBus, EmbeddedOptions};
-    use crate::{Bus, Publisher};
+    use crate::Publisher;
 
     async fn publish(bus: &Arc<EmbeddedBus>, n: usize) {
         let tasks: Vec<_> = (0..n)
