@@ -418,8 +418,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{Command, MAX_EXPIRE, Settle};
-    use crate::embedded::{EmbeddedBus, EmbeddedOptions};
     use crate::Publisher;
+    use crate::embedded::{EmbeddedBus, EmbeddedOptions};
 
     async fn publish(bus: &Arc<EmbeddedBus>, n: usize) {
         let tasks: Vec<_> = (0..n)
