@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::Args;
@@ -19,6 +20,38 @@ pub struct Request {
     pub content_type: &'static str,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+}
+
+impl Request {
+    /// This request as a POST to its own path, or to `path`.
+    pub fn post(&self, path: Option<&str>) -> hyper::Request<Full<Bytes>> {
+        let mut request = hyper::Request::post(path.unwrap_or(&self.path))
+            .header("host", "127.0.0.1")
+            .header("content-type", self.content_type);
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        request.body(Full::new(self.body.clone())).expect("valid request")
+    }
+}
+
+/// A keep-alive HTTP/1 connection to `addr`, its driver spawned.
+pub async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Ticks every `interval`, the `index`-th of `of` senders offset by its
+/// share of one interval so they do not send together; a sender that falls
+/// behind catches up in a burst (open loop).
+pub fn pacer(interval: Duration, index: usize, of: usize) -> tokio::time::Interval {
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + interval.mul_f64(index as f64 / of as f64), interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    tick
 }
 
 #[derive(Debug)]
@@ -66,11 +99,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let (requests, next) = (requests.clone(), next.clone());
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+        let mut sender = connect(addr).await?;
         tasks.push(tokio::spawn(async move {
             let mut histogram = histogram();
             let mut errors = 0u64;
@@ -83,15 +112,7 @@ pub async fn run(
                 if i >= requests.len() || sent >= deadline {
                     break;
                 }
-                let r = &requests[i];
-                let mut request = hyper::Request::post(r.path.as_str())
-                    .header("host", "127.0.0.1")
-                    .header("content-type", r.content_type);
-                for (name, value) in &r.headers {
-                    request = request.header(name.as_str(), value.as_str());
-                }
-                let request = request.body(Full::new(r.body.clone())).expect("valid request");
-                let ok = match sender.send_request(request).await {
+                let ok = match sender.send_request(requests[i].post(None)).await {
                     Ok(response) => {
                         let status = response.status();
                         response.into_body().collect().await.is_ok() && status.is_success()
@@ -145,31 +166,17 @@ pub async fn paced(
     connections: usize,
 ) -> anyhow::Result<Paced> {
     let connections = connections.clamp(1, requests.len().max(1));
-    let interval = std::time::Duration::from_secs_f64(connections as f64 / rate.max(1.0));
+    let interval = Duration::from_secs_f64(connections as f64 / rate.max(1.0));
     let mut tasks = Vec::new();
     for c in 0..connections {
         let requests = requests.clone();
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+        let mut sender = connect(addr).await?;
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(
-                tokio::time::Instant::now() + interval.mul_f64(c as f64 / connections as f64),
-                interval,
-            );
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tick = pacer(interval, c, connections);
             let mut sent = Paced::default();
             for r in requests.iter().skip(c).step_by(connections) {
                 tick.tick().await;
-                let mut request = hyper::Request::post(r.path.as_str())
-                    .header("host", "127.0.0.1")
-                    .header("content-type", r.content_type);
-                for (name, value) in &r.headers {
-                    request = request.header(name.as_str(), value.as_str());
-                }
-                let request = request.body(Full::new(r.body.clone())).expect("valid request");
+                let request = r.post(None);
                 let at = crate::relay::wall_ns();
                 let answer = match sender.send_request(request).await {
                     Ok(response) if response.status().is_success() => response.into_body().collect().await.ok(),

@@ -375,7 +375,7 @@ async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOu
     let since = Utc::now() - chrono::Duration::hours(1);
 
     let server = Server::spawn(&args.hookbridge, dir.path(), &config(dir.path(), broker, &prefix, &sinks, ""), "run")?;
-    let pid = server.pid();
+    let (pid, spawned) = (server.pid(), Instant::now());
     let expected = (n * events) as u64;
     let (mut first, mut rss) = (None, 0f64);
     loop {
@@ -387,8 +387,11 @@ async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOu
         if now >= expected {
             break;
         }
-        if let Some((at, ..)) = first {
-            anyhow::ensure!(at.elapsed() < Duration::from_secs(600), "fan-out to {n}: {now} of {expected} in 600 s");
+        match first {
+            Some((at, ..)) => {
+                anyhow::ensure!(at.elapsed() < Duration::from_secs(600), "fan-out to {n}: {now} of {expected} in 600 s")
+            }
+            None => anyhow::ensure!(spawned.elapsed() < STALL, "fan-out to {n}: nothing delivered in {STALL:?}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -513,7 +516,6 @@ async fn end_to_end(args: &Args, broker: &Broker) -> anyhow::Result<(f64, Vec<La
 /// having sent one request.
 async fn connections(args: &Args, broker: &Broker) -> anyhow::Result<Vec<Connections>> {
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
     println!("connections...");
     let dir = tempfile::tempdir()?;
     let prefix = format!("conn{}", rand_suffix());
@@ -524,10 +526,7 @@ async fn connections(args: &Args, broker: &Broker) -> anyhow::Result<Vec<Connect
     let mut held = Vec::new();
     for step in 1..=5 {
         for _ in 0..1000 {
-            let stream = tokio::net::TcpStream::connect(server.addr).await?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
+            let mut sender = load::connect(server.addr).await?;
             let request = hyper::Request::post("/webhooks/nobody")
                 .header("host", "127.0.0.1")
                 .header("content-type", "application/json")

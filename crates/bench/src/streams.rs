@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use crate::load::{Request, histogram, json_id};
@@ -118,26 +118,12 @@ async fn scenario(
     let mut tasks = Vec::new();
     for s in 0..senders {
         let (requests, answered, path) = (requests.clone(), answered.clone(), path.to_owned());
-        let stream = tokio::net::TcpStream::connect(webhook).await?;
-        stream.set_nodelay(true)?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+        let mut sender = crate::load::connect(webhook).await?;
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(
-                tokio::time::Instant::now() + interval.mul_f64(s as f64 / senders as f64),
-                interval,
-            );
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tick = crate::load::pacer(interval, s, senders);
             for r in requests.iter().skip(s).step_by(senders) {
                 tick.tick().await;
-                let uri = if path.is_empty() { r.path.as_str() } else { path.as_str() };
-                let mut request =
-                    hyper::Request::post(uri).header("host", "127.0.0.1").header("content-type", r.content_type);
-                for (name, value) in &r.headers {
-                    request = request.header(name.as_str(), value.as_str());
-                }
-                let request = request.body(Full::new(r.body.clone())).expect("valid request");
+                let request = r.post((!path.is_empty()).then_some(path.as_str()));
                 let Ok(response) = sender.send_request(request).await else { continue };
                 let ok = response.status().is_success();
                 let Ok(body) = response.into_body().collect().await else { continue };
