@@ -232,6 +232,12 @@ async fn replay_since_a_time_delivers_exactly_the_window() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!((progress["delivered"].as_u64(), progress["failed"].as_u64()), (Some(2), Some(0)), "{progress}");
+    if started["total"] == 2 {
+        // Done once the counted window is read, not after a second of quiet.
+        let at = |field: &str| progress[field].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let took = at("finished_at") - at("started_at");
+        assert!(took < chrono::Duration::milliseconds(900), "the replay waited {took} after its window");
+    }
     let mut replayed: Vec<String> = recorder.requests()[3..].iter().map(|r| r.event_id()).collect();
     replayed.sort();
     window.sort();

@@ -25,6 +25,10 @@ use crate::subscriber::{Subscriber, failure};
 
 /// With no event for this long, the replay has caught up with the log.
 const CAUGHT_UP_AFTER: Duration = Duration::from_secs(1);
+/// Once as many events of the window were read as the bus counted in it,
+/// the wait for one more is this short: the rest of a window already
+/// published comes from the log at once, so the replay is done sooner.
+const CAUGHT_UP_AFTER_TOTAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct Replay {
@@ -122,10 +126,14 @@ impl Replay {
     ) {
         let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
         let deliveries = TaskTracker::new();
+        // Events of the window read, against the bus's count of them.
+        let mut read = 0u64;
         loop {
+            let quiet =
+                if self.total.is_some_and(|total| read >= total) { CAUGHT_UP_AFTER_TOTAL } else { CAUGHT_UP_AFTER };
             let next = tokio::select! {
                 () = shutdown.cancelled() => break,
-                next = tokio::time::timeout(CAUGHT_UP_AFTER, consumer.next()) => next,
+                next = tokio::time::timeout(quiet, consumer.next()) => next,
             };
             let delivery = match next {
                 Ok(Ok(delivery)) => delivery,
@@ -140,6 +148,9 @@ impl Replay {
                 break;
             }
             let wanted = events.is_empty() || events.iter().any(|p| p.matches(&delivery.event.ty));
+            if wanted && delivery.published_at >= self.since {
+                read += 1;
+            }
             if !wanted || sub.settings.admit(&delivery.event).is_err() {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
                 metrics.replayed(&sub.settings.name, "skipped");

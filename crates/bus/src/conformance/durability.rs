@@ -79,8 +79,21 @@ pub async fn count_between_counts_a_window(store: &dyn Store) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     publish(&bus, &[event("email.bounced"), event("message.created"), event("email.queued")]).await;
     let patterns = [EventPattern::parse("email.*").unwrap()];
-    if let Some(count) = bus.count_between(&patterns, since, Utc::now()).await.unwrap() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let until = Utc::now();
+    let count = bus.count_between(&patterns, since, until).await.unwrap();
+    // The embedded bus and NATS always tell; Kafka where the broker can.
+    if matches!(bus.backend(), "embedded" | "nats") {
+        assert_eq!(count, Some(2), "{}", bus.backend());
+    }
+    if let Some(count) = count {
         assert_eq!(count, 2);
+    }
+    // What is published after the window is not counted in it.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    publish(&bus, &[event("email.bounced")]).await;
+    if let Some(count) = bus.count_between(&patterns, since, until).await.unwrap() {
+        assert_eq!(count, 2, "an event published after the window was counted");
     }
 }
 

@@ -260,6 +260,29 @@ impl Publisher for NatsBus {
 }
 
 impl NatsBus {
+    /// How many event messages on `filters` were published at or after
+    /// `start`: the pending count of a throwaway consumer.
+    async fn pending_from(&self, filters: &[String], start: DateTime<Utc>) -> Result<u64> {
+        let stream = self.stream(&self.inner.options.stream).await?;
+        let (filter_subject, filter_subjects) =
+            if filters.len() == 1 { (filters[0].clone(), Vec::new()) } else { (String::new(), filters.to_vec()) };
+        let mut consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                filter_subject,
+                filter_subjects,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let pending = consumer.info().await.map_err(unavailable)?.num_pending;
+        let name = consumer.cached_info().name.clone();
+        let _ = stream.delete_consumer(&name).await;
+        Ok(pending)
+    }
+
     /// The consumer's filter subjects: the patterns' subjects where the
     /// server takes them (one always; several from 2.10), else everything.
     fn filters(&self, patterns: &[EventPattern]) -> Vec<String> {
@@ -507,8 +530,24 @@ impl Bus for NatsBus {
         Ok(status)
     }
 
-    async fn count_between(&self, _: &[EventPattern], _: DateTime<Utc>, _: DateTime<Utc>) -> Result<Option<u64>> {
-        Ok(None)
+    /// The messages pending for a consumer that starts at `since`, less
+    /// those for one that starts just after `until` (made first, so an event
+    /// published meanwhile can only be counted over, never under). `None`
+    /// when the server cannot filter on these patterns.
+    async fn count_between(
+        &self,
+        patterns: &[EventPattern],
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<u64>> {
+        let filters = self.filters(patterns);
+        let everything = format!("{}.>", self.inner.options.topic_prefix);
+        if filters == [everything] && !patterns.contains(&EventPattern::All) {
+            return Ok(None);
+        }
+        let after = self.pending_from(&filters, until + chrono::Duration::milliseconds(1)).await?;
+        let from = self.pending_from(&filters, since).await?;
+        Ok(Some(from.saturating_sub(after)))
     }
 
     async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>> {
