@@ -227,6 +227,12 @@ impl Inner {
     }
 }
 
+/// A consumer's `filter_subject` and `filter_subjects` for `filters`: one
+/// goes in the first (every server takes it), several in the second (2.10+).
+pub(crate) fn filter_fields(mut filters: Vec<String>) -> (String, Vec<String>) {
+    if filters.len() == 1 { (filters.remove(0), Vec::new()) } else { (String::new(), filters) }
+}
+
 fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
     let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
     let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
@@ -264,8 +270,7 @@ impl NatsBus {
     /// `start`: the pending count of a throwaway consumer.
     async fn pending_from(&self, filters: &[String], start: DateTime<Utc>) -> Result<u64> {
         let stream = self.stream(&self.inner.options.stream).await?;
-        let (filter_subject, filter_subjects) =
-            if filters.len() == 1 { (filters[0].clone(), Vec::new()) } else { (String::new(), filters.to_vec()) };
+        let (filter_subject, filter_subjects) = filter_fields(filters.to_vec());
         let mut consumer = stream
             .create_consumer(jetstream::consumer::pull::Config {
                 deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
@@ -439,8 +444,7 @@ impl Bus for NatsBus {
         // Moving a group's position: start its consumer anew.
         let _ = stream.delete_consumer(&name).await;
         let filters = self.filters(&options.patterns);
-        let (filter_subject, filter_subjects) =
-            if filters.len() == 1 { (filters[0].clone(), Vec::new()) } else { (String::new(), filters) };
+        let (filter_subject, filter_subjects) = filter_fields(filters);
         let created = stream
             .create_consumer(jetstream::consumer::pull::Config {
                 durable_name: Some(name.clone()),

@@ -52,8 +52,7 @@ impl NatsTail {
             }
         };
         let filters = bus.filters(&patterns);
-        let (filter_subject, filter_subjects) =
-            if filters.len() == 1 { (filters[0].clone(), Vec::new()) } else { (String::new(), filters) };
+        let (filter_subject, filter_subjects) = super::filter_fields(filters);
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 deliver_policy,
