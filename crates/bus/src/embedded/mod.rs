@@ -14,6 +14,7 @@
 
 mod attempts;
 mod consumer;
+mod counts;
 mod dedup;
 pub(crate) mod record;
 mod tables;
@@ -31,7 +32,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::consumer::Group;
-use self::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX};
+use self::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX, TYPE_COUNTS};
 use self::writer::{Command, LogState, Writer};
 use crate::attempts::{AttemptQuery, AttemptRecord};
 use crate::{
@@ -159,15 +160,16 @@ impl EmbeddedBus {
             txn.open_table(STATE).map_err(storage)?;
             let state = LogState::load(&txn).map_err(storage)?;
             let dedup = dedup::DedupIndex::load(&txn).map_err(storage)?;
+            let counts = counts::TypeCounts::load(&txn, state.next_seq).map_err(storage)?;
             txn.commit().map_err(storage)?;
-            (state, dedup)
+            (state, dedup, counts)
         };
-        let (state, dedup) = state;
+        let (state, dedup, counts) = state;
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(state.next_seq);
         let (tx, rx) = mpsc::channel(16 * 1024);
         let writer =
-            Writer { db: db.clone(), state, head: head_tx, retention: options.retention, dedup, behind: false };
+            Writer { db: db.clone(), state, head: head_tx, retention: options.retention, dedup, counts, behind: false };
         let writer = std::thread::Builder::new()
             .name("hookbridge-bus-writer".into())
             .spawn(move || writer.run(rx))
@@ -387,13 +389,12 @@ impl Bus for EmbeddedBus {
         let position = stored.into_iter().chain(open).max().unwrap_or(*self.shared.head.borrow());
         let mut status = GroupStatus::default();
         let log = txn.open_table(LOG).map_err(storage)?;
-        for entry in log.range(position..).map_err(storage)? {
-            let (_, bytes) = entry.map_err(storage)?;
-            if let Some(rec) = record::decode(bytes.value()).filter(|r| matches(patterns, r.ty)) {
-                status.backlog += 1;
-                status.oldest_undelivered.get_or_insert(to_time(rec.appended_ms));
-            }
-        }
+        let first = log.first().map_err(storage)?.map_or(position, |(k, _)| k.value());
+        let rows = txn.open_table(TYPE_COUNTS).map_err(storage)?;
+        let (backlog, first_ms) =
+            counts::matching_from(&log, &rows, position.max(first), |ty| matches(patterns, ty)).map_err(storage)?;
+        status.backlog = backlog;
+        status.oldest_undelivered = first_ms.map(to_time);
         let delayed = txn.open_table(DELAYED).map_err(storage)?;
         for entry in delayed.range((group, 0, 0)..=(group, u64::MAX, u64::MAX)).map_err(storage)? {
             let (_, value) = entry.map_err(storage)?;

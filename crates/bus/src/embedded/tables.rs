@@ -28,6 +28,9 @@ pub(crate) const ATTEMPTS_BY_SUBSCRIBER: TableDefinition<(&str, u64, u64), ()> =
     TableDefinition::new("attempts_by_subscriber");
 /// (event id, time ms, number) → (): the record by event.
 pub(crate) const ATTEMPTS_BY_EVENT: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("attempts_by_event");
+/// Multiple of `counts::EVERY` → per event type, the events appended
+/// below it (`counts`): a group's backlog without reading it.
+pub(crate) const TYPE_COUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("type_counts");
 /// Counters: `next_seq`, `total_bytes`, `next_attempt`.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

@@ -10,9 +10,10 @@ use std::time::Duration;
 use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::counts::{self, TypeCounts};
 use super::dedup::DedupIndex;
 use super::record;
-use super::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX, meta_get};
+use super::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX, TYPE_COUNTS, meta_get};
 use super::{Retention, now_ms};
 use crate::{Error, PublishOutcome, Result};
 
@@ -111,6 +112,8 @@ pub(crate) struct Writer {
     pub head: watch::Sender<u64>,
     pub retention: Retention,
     pub dedup: DedupIndex,
+    /// Events per type, checkpointed into `TYPE_COUNTS`.
+    pub counts: TypeCounts,
     /// The last maintenance pass stopped at its limit: more is due, and the
     /// next transaction runs another pass without waiting for the interval.
     pub behind: bool,
@@ -212,6 +215,7 @@ impl Writer {
                 for (hash, seq) in &changes.expired {
                     self.dedup.insert(hash, *seq);
                 }
+                self.reload_counts();
                 let message = error.to_string();
                 replies.into_iter().for_each(|reply| reply.fail(&message));
             }
@@ -236,6 +240,7 @@ impl Writer {
             let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
             let mut state = txn.open_table(STATE)?;
             let mut time_index = txn.open_table(TIME_INDEX)?;
+            let mut type_counts = txn.open_table(TYPE_COUNTS)?;
             let mut indexed_ms = None;
             for command in batch {
                 match command {
@@ -250,6 +255,7 @@ impl Writer {
                         self.state.next_seq += 1;
                         self.state.total_bytes += bytes.len() as u64;
                         log.insert(seq, bytes.as_slice())?;
+                        self.counts.add(&ty, seq, &mut type_counts)?;
                         let mut journal = [0u8; 24];
                         journal[..16].copy_from_slice(&hash);
                         journal[16..].copy_from_slice(&now.to_be_bytes());
@@ -338,6 +344,22 @@ impl Writer {
         Ok(())
     }
 
+    /// Puts the type counts back to what is committed, after a batch that
+    /// failed to commit had counted its events.
+    fn reload_counts(&mut self) {
+        let loaded = self.db.begin_write().map_err(redb::Error::from).and_then(|txn| {
+            let counts = TypeCounts::load(&txn, self.state.next_seq)?;
+            txn.abort()?;
+            Ok(counts)
+        });
+        match loaded {
+            Ok(counts) => self.counts = counts,
+            Err(error) => {
+                tracing::error!(%error, "embedded bus: cannot reload the type counts; backlog gauges may be off")
+            }
+        }
+    }
+
     /// Retention by age and size, and expiry of dedup entries past the
     /// window, up to [`MAX_EXPIRE`] of each; whether more is due.
     fn maintain(
@@ -375,6 +397,7 @@ impl Writer {
             for ms in stale {
                 time_index.remove(ms)?;
             }
+            counts::forget_below(txn, first)?;
         }
         // The dedup window is independent of retention: an id seen within
         // the window is a duplicate even if its event was already removed.
@@ -395,6 +418,8 @@ impl Writer {
             }
             forgotten += 1;
         }
+        let first = dedup_keys.first()?.map_or(self.state.next_seq, |(k, _)| k.value());
+        self.dedup.compact(first, self.state.next_seq);
         Ok(expired == MAX_EXPIRE || forgotten == MAX_EXPIRE)
     }
 }
