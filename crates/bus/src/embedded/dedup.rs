@@ -110,19 +110,19 @@ impl DedupIndex {
         Ok(index)
     }
 
-    /// Rebuilds `starts` after `sorted` changed.
+    /// Rebuilds `starts` from `sorted`, in one pass over it.
     fn index_prefixes(&mut self) {
         self.starts.clear();
         if self.sorted.is_empty() {
             return;
         }
-        self.starts.reserve_exact(PREFIXES + 1);
-        let mut at = 0;
-        for prefix in 0..PREFIXES as u64 {
-            at += self.sorted[at..].partition_point(|&packed| packed >> 48 < prefix);
-            self.starts.push(at as u32);
+        self.starts.resize(PREFIXES + 1, 0);
+        for &packed in &self.sorted {
+            self.starts[(packed >> 48) as usize + 1] += 1;
         }
-        self.starts.push(self.sorted.len() as u32);
+        for prefix in 1..=PREFIXES {
+            self.starts[prefix] += self.starts[prefix - 1];
+        }
     }
 
     /// The seq halves of the array's entries with `tag`.
@@ -162,6 +162,17 @@ impl DedupIndex {
     fn merge(&mut self) {
         let mut run: Vec<u64> = self.recent.drain().map(Entry::packed).collect();
         run.sort_unstable();
+        // Each prefix's start moves up by the run's entries below it.
+        if !self.starts.is_empty() {
+            let mut below = 0;
+            for (prefix, start) in self.starts.iter_mut().enumerate() {
+                while run.get(below).is_some_and(|&packed| ((packed >> 48) as usize) < prefix) {
+                    below += 1;
+                }
+                *start += below as u32;
+            }
+        }
+        let rebuild = self.starts.is_empty();
         let mut i = self.sorted.len();
         self.sorted.resize(i + run.len(), 0);
         for at in (0..self.sorted.len()).rev() {
@@ -174,7 +185,10 @@ impl DedupIndex {
                 run.pop();
             }
         }
-        self.index_prefixes();
+        if rebuild {
+            self.index_prefixes();
+        }
+        debug_assert_eq!(self.starts.last().map(|&n| n as usize), Some(self.sorted.len()));
     }
 
     /// Forgets the key published under `seq`; whether it was there. A key
@@ -301,6 +315,9 @@ mod tests {
         }
         assert_eq!((index.sorted.len(), index.recent.len()), (40, 0));
         assert!(index.sorted.is_sorted());
+        let moved = index.starts.clone();
+        index.index_prefixes();
+        assert_eq!(index.starts, moved, "the starts moved by each merge equal those counted afresh");
         {
             let read = db.begin_read().unwrap();
             let rows = read.open_table(DEDUP_KEYS).unwrap();
