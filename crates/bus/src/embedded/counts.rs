@@ -97,9 +97,9 @@ impl TypeCounts {
 fn encode(counts: &TypeCounts) -> Vec<u8> {
     let mut out = Vec::new();
     for (ty, n) in &counts.counts {
-        let ty = &ty.as_bytes()[..ty.len().min(u16::MAX as usize)];
+        let ty = record::truncate(ty);
         out.extend_from_slice(&(ty.len() as u16).to_be_bytes());
-        out.extend_from_slice(ty);
+        out.extend_from_slice(ty.as_bytes());
         out.extend_from_slice(&n.to_be_bytes());
     }
     out
@@ -107,11 +107,10 @@ fn encode(counts: &TypeCounts) -> Vec<u8> {
 
 fn decode(mut bytes: &[u8]) -> TypeCounts {
     let mut counts = TypeCounts::default();
-    while let Some(len) = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) {
-        let (Some(ty), Some(n)) = (bytes.get(2..2 + len), bytes.get(2 + len..10 + len)) else { break };
-        let n = u64::from_be_bytes(n.try_into().expect("8 bytes"));
-        counts.counts.insert(String::from_utf8_lossy(ty).into_owned(), n);
-        bytes = &bytes[10 + len..];
+    while let Some((ty, rest)) = record::take_str(bytes) {
+        let Some(n) = rest.get(..8) else { break };
+        counts.counts.insert(ty.to_owned(), u64::from_be_bytes(n.try_into().expect("8 bytes")));
+        bytes = &rest[8..];
     }
     counts
 }

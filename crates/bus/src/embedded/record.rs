@@ -28,7 +28,7 @@ pub(crate) fn encode(appended_ms: u64, ty: &str, key: &str, json: &[u8]) -> Vec<
     out
 }
 
-fn truncate(s: &str) -> &str {
+pub(crate) fn truncate(s: &str) -> &str {
     let mut end = s.len().min(u16::MAX as usize);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -43,7 +43,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<RecordRef<'_>> {
     Some(RecordRef { appended_ms, ty, key, json })
 }
 
-fn take_str(bytes: &[u8]) -> Option<(&str, &[u8])> {
+pub(crate) fn take_str(bytes: &[u8]) -> Option<(&str, &[u8])> {
     let len = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?) as usize;
     let s = std::str::from_utf8(bytes.get(2..2 + len)?).ok()?;
     Some((s, &bytes[2 + len..]))
