@@ -13,7 +13,7 @@ use crate::scale::Measured;
 
 const BEGIN: &str = "<!-- scale:begin -->";
 const END: &str = "<!-- scale:end -->";
-const BACKENDS: [&str; 3] = ["embedded", "nats", "kafka"];
+const BACKENDS: [&str; 4] = ["embedded", "nats", "kafka", "kafka-tansu"];
 /// Okabe–Ito: told apart with every common colour-vision deficiency.
 const COLOURS: [RGBColor; 6] = [
     RGBColor(0, 114, 178),
@@ -59,16 +59,16 @@ pub fn tables(measured: &[Measured]) -> String {
     let _ = writeln!(t, "\n### Fan-out: one event type to N subscribers\n");
     let _ = writeln!(
         t,
-        "| backend | subscribers | events each | deliveries/s | vs 1 subscriber | vs ceiling | CPU µs / delivery | peak RSS MiB | live p50 ms | live p99 ms |"
+        "| backend | subscribers | events each | deliveries/s | vs 1 subscriber | vs ceiling | CPU µs / delivery | peak RSS MiB | idle CPU % | live p50 ms | live p99 ms |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|");
     for m in measured {
         let one = m.fanout.iter().find(|f| f.subscribers == 1).map(|f| f.deliveries_per_s);
         let ceiling = m.broker_ceiling.or(m.delivery_ceiling);
         for f in &m.fanout {
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.0} | {} | {:.2} | {:.2} |",
                 m.backend,
                 f.subscribers,
                 f.events,
@@ -77,6 +77,7 @@ pub fn tables(measured: &[Measured]) -> String {
                 pct(f.deliveries_per_s, ceiling),
                 f.cpu_us_per_delivery,
                 f.rss_mib,
+                f.idle_cpu_percent.map_or("-".into(), |c| format!("{c:.0}")),
                 f.p50_ms,
                 f.p99_ms
             );
@@ -85,15 +86,15 @@ pub fn tables(measured: &[Measured]) -> String {
     let _ = writeln!(t, "\n### The relay against the same run's ceilings\n");
     let _ = writeln!(
         t,
-        "| backend | delivery path alone | broker consume + commit | relay, 1 subscriber | relay / delivery path | relay / broker | replay | replay / live |"
+        "| backend | delivery path alone | broker consume + commit | relay, 1 subscriber | relay / delivery path | relay / broker | replay | replay / live | replay start s |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
     for m in measured {
         let live = m.fanout.iter().find(|f| f.subscribers == 1).map(|f| f.deliveries_per_s);
         let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             m.backend,
             num(m.delivery_ceiling),
             num(m.broker_ceiling),
@@ -102,6 +103,7 @@ pub fn tables(measured: &[Measured]) -> String {
             live.map_or("-".into(), |l| pct(l, m.broker_ceiling)),
             num(m.replay),
             m.replay.map_or("-".into(), |r| pct(r, live)),
+            m.replay_start_s.map_or("-".into(), |s| format!("{s:.2}")),
         );
     }
     let _ = writeln!(t, "\n### End to end: provider POST → subscriber received\n");

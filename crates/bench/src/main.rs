@@ -61,7 +61,8 @@ struct Args {
     #[arg(long)]
     only: Option<String>,
     /// The bus: `embedded`, `nats` (a nats-server is started on a free
-    /// port) or `kafka` (noida-db's Kafka engine, in this process).
+    /// port), `kafka` (noida-db's Kafka engine, in this process) or
+    /// `kafka-tansu` (tansu, a second Kafka-protocol broker, as a process).
     #[arg(long, default_value = "embedded")]
     backend: String,
     /// Benchmark the relay instead of the ingress, with this many events.
@@ -152,8 +153,23 @@ fn budget(args: &Args, max_rate: u64) -> usize {
 enum Broker {
     Embedded,
     Nats(hookbridge_brokers::NatsServer),
-    /// noida-db's Kafka engine, in this process.
-    Kafka(hookbridge_brokers::KafkaBroker),
+    /// noida-db's Kafka engine in this process, or tansu as a process.
+    Kafka(KafkaServer),
+}
+
+/// The Kafka-protocol broker of a `kafka` (noida-db) or `kafka-tansu` run.
+enum KafkaServer {
+    Noida(hookbridge_brokers::KafkaBroker),
+    Tansu(hookbridge_brokers::Tansu),
+}
+
+impl KafkaServer {
+    fn address(&self) -> String {
+        match self {
+            Self::Noida(broker) => broker.address(),
+            Self::Tansu(broker) => broker.address(),
+        }
+    }
 }
 
 impl Broker {
@@ -161,9 +177,16 @@ impl Broker {
         Ok(match backend {
             "embedded" => Self::Embedded,
             "nats" => Self::Nats(hookbridge_brokers::NatsServer::start()),
-            "kafka" => Self::Kafka(hookbridge_brokers::KafkaBroker::start()),
-            other => bail!("unknown backend `{other}`: use embedded, nats or kafka"),
+            "kafka" => Self::Kafka(KafkaServer::Noida(hookbridge_brokers::KafkaBroker::start())),
+            "kafka-tansu" => Self::Kafka(KafkaServer::Tansu(hookbridge_brokers::Tansu::start())),
+            other => bail!("unknown backend `{other}`: use embedded, nats, kafka or kafka-tansu"),
         })
+    }
+
+    /// Whether a replay can start at a time (tansu's memory engine cannot
+    /// find offsets by time).
+    fn finds_offsets_by_time(&self) -> bool {
+        !matches!(self, Self::Kafka(KafkaServer::Tansu(_)))
     }
 
     async fn open(&self, prefix: &str) -> anyhow::Result<Arc<dyn hookbridge_bus::Bus>> {

@@ -6,9 +6,11 @@
 //!   consume-and-commit rate with its own client;
 //! - **fan-out**: one event type to 1, 10 and 100 subscribers, each a
 //!   receiving process of its own; a backlog drained by a real `hookbridge
-//!   run`: aggregate deliveries/s, CPU per delivery, peak RSS, then the
-//!   delivery latency of live webhooks at a quarter of that rate; with one
-//!   subscriber, a replay of the same window;
+//!   run`: aggregate deliveries/s, CPU per delivery, peak RSS, the relay's
+//!   CPU for 3 s with nothing left to deliver, then the delivery latency of
+//!   live webhooks at a quarter of that rate; with one subscriber, a replay
+//!   of the same window, timed from its first delivery to its last like the
+//!   drain, its start (request → first delivery) apart;
 //! - **end to end**: provider POST → subscriber received, at 25%, 50% and
 //!   75% of the maximum ingress rate measured first in the same run;
 //! - **connections**: RSS of the ingress per 1,000 open keep-alive
@@ -17,6 +19,8 @@
 //!   back: time to ready, drain rate and RSS over time, disk bytes per event,
 //!   and (embedded) what retention reclaims and how fast.
 //!
+//! `--backend kafka-tansu` runs the Kafka figures on tansu instead of
+//! noida-db (no replay: tansu's memory engine cannot find offsets by time).
 //! Each backend's figures are kept as JSON in `docs/scale/<backend>.json`;
 //! the tables in `docs/performance.md` and the SVG charts next to them are
 //! drawn from every backend's file (`crate::charts`).
@@ -56,8 +60,12 @@ pub struct Measured {
     /// The broker's own consume-and-commit rate (NATS, Kafka).
     pub broker_ceiling: Option<f64>,
     pub fanout: Vec<FanOut>,
-    /// Replay events/s to one subscriber, of the 1-subscriber backlog.
+    /// Replay events/s to one subscriber, of the 1-subscriber backlog,
+    /// from its first delivery to its last (as live deliveries are timed).
     pub replay: Option<f64>,
+    /// Seconds from the replay's request to its first delivery: the
+    /// window's count and the replay group's start (its join, on Kafka).
+    pub replay_start_s: Option<f64>,
     /// Webhooks/s at 64 connections, closed loop, with one subscriber.
     pub max_ingress: Option<f64>,
     pub latency: Vec<Latency>,
@@ -72,6 +80,9 @@ pub struct FanOut {
     pub deliveries_per_s: f64,
     pub cpu_us_per_delivery: f64,
     pub rss_mib: f64,
+    /// The relay's CPU over 3 s after the drain, nothing left to deliver:
+    /// what its idle consumers cost (percent of one core).
+    pub idle_cpu_percent: Option<f64>,
     /// Live webhooks at a quarter of the drain rate: POST → received.
     pub live_rate: f64,
     pub p50_ms: f64,
@@ -144,12 +155,16 @@ pub async fn run(args: &Args, broker: &Broker) -> anyhow::Result<()> {
         for &n in &args.fanout {
             let (fan, replay) = fanout(args, broker, n).await?;
             println!(
-                "fan-out to {n}: {:.0} deliveries/s, {:.1} µs CPU each, {:.0} MiB; live p99 {:.2} ms",
-                fan.deliveries_per_s, fan.cpu_us_per_delivery, fan.rss_mib, fan.p99_ms
+                "fan-out to {n}: {:.0} deliveries/s, {:.1} µs CPU each, {:.0} MiB, {:.0}% of a core idle; live p99 {:.2} ms",
+                fan.deliveries_per_s,
+                fan.cpu_us_per_delivery,
+                fan.rss_mib,
+                fan.idle_cpu_percent.unwrap_or_default(),
+                fan.p99_ms
             );
-            if let Some(replay) = replay {
-                println!("replay of the same window: {replay:.0} events/s");
-                m.replay = Some(replay);
+            if let Some((replay, start)) = replay {
+                println!("replay of the same window: {replay:.0} events/s after a start of {start:.2} s");
+                (m.replay, m.replay_start_s) = (Some(replay), Some(start));
             }
             m.fanout.push(fan);
         }
@@ -361,7 +376,7 @@ fn numbers(count: usize) -> usize {
     base + NEXT.fetch_add(count, Ordering::Relaxed)
 }
 
-async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOut, Option<f64>)> {
+async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOut, Option<(f64, f64)>)> {
     println!("fan-out to {n} subscriber(s)...");
     // The first 10 sinks time what they receive.
     let sinks = (0..n).map(|i| Sink::start_with(n > 1, i < 10)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -401,7 +416,15 @@ async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOu
     let rate = deliveries / seconds;
     let cpu_each = (cpu_us(pid) - cpu) / deliveries;
 
-    let replay = if n == 1 { Some(replay(&server, &name(0), since, events).await?) } else { None };
+    let idle_from = cpu_us(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_cpu = (cpu_us(pid) - idle_from) / 3e6 * 100.0;
+    // tansu's memory engine cannot find offsets by time, which a replay starts from.
+    let replay = if n == 1 && broker.finds_offsets_by_time() {
+        Some(replay(&server, &sinks, &name(0), since, events).await?)
+    } else {
+        None
+    };
 
     // Live webhooks at a quarter of the drain rate, per subscriber.
     for sink in &sinks {
@@ -421,6 +444,7 @@ async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOu
             deliveries_per_s: rate,
             cpu_us_per_delivery: cpu_each,
             rss_mib: rss,
+            idle_cpu_percent: Some(idle_cpu),
             live_rate,
             p50_ms: ms(&h, 0.5),
             p99_ms: ms(&h, 0.99),
@@ -429,9 +453,20 @@ async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOu
     ))
 }
 
-/// Replays the last hour to `subscriber` through the admin API; events/s.
-async fn replay(server: &Server, subscriber: &str, since: chrono::DateTime<Utc>, events: usize) -> anyhow::Result<f64> {
+/// Replays the last hour to `subscriber` (whose sink is `sinks[0]`)
+/// through the admin API: events/s from the first replayed delivery to the
+/// last, as live deliveries are timed, and the seconds from the request to
+/// the first delivery.
+async fn replay(
+    server: &Server,
+    sinks: &[Sink],
+    subscriber: &str,
+    since: chrono::DateTime<Utc>,
+    events: usize,
+) -> anyhow::Result<(f64, f64)> {
     let admin = server.admin.context("no admin listener")?;
+    let sink = std::slice::from_ref(&sinks[0]);
+    let before = counted(sink).await?;
     let started = Instant::now();
     let answer: serde_json::Value = client()
         .post(format!("http://{admin}/admin/subscribers/{subscriber}/replay"))
@@ -443,7 +478,15 @@ async fn replay(server: &Server, subscriber: &str, since: chrono::DateTime<Utc>,
         .json()
         .await?;
     let id = answer["id"].as_str().context("a replay id")?.to_owned();
+    let (mut first, mut last) = (None, None);
     loop {
+        let now = counted(sink).await? - before;
+        if now > 0 && first.is_none() {
+            first = Some((Instant::now(), now));
+        }
+        if now >= events as u64 && last.is_none() {
+            last = Some(Instant::now());
+        }
         let view: serde_json::Value = client()
             .get(format!("http://{admin}/admin/replays/{id}"))
             .bearer_auth(TOKEN)
@@ -455,10 +498,18 @@ async fn replay(server: &Server, subscriber: &str, since: chrono::DateTime<Utc>,
         if view["done"].as_bool() == Some(true) {
             let delivered = view["delivered"].as_u64().unwrap_or(0);
             anyhow::ensure!(delivered as usize >= events, "the replay delivered {delivered} of {events}");
-            return Ok(delivered as f64 / started.elapsed().as_secs_f64());
+            let (Some((first, from)), Some(last)) = (first, last) else {
+                bail!("the replay is done but its sink counted fewer than {events}")
+            };
+            println!(
+                "replay: {:.0} events/s from the request to done",
+                delivered as f64 / started.elapsed().as_secs_f64()
+            );
+            let rate = (events as u64 - from) as f64 / last.duration_since(first).as_secs_f64();
+            return Ok((rate, first.duration_since(started).as_secs_f64()));
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the replay did not finish in 600 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
