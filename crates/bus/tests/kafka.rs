@@ -142,6 +142,60 @@ async fn a_group_shares_partitions_across_consumers() {
     assert_eq!(status.backlog, 0, "{status:?}");
 }
 
+/// A member whose deliveries are stuck, with more records waiting than it
+/// reads ahead (2,000), stops reading its consumer but still serves the
+/// group's rebalances: a second member gets partitions and events while the
+/// first takes nothing, and once the first takes again, every event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_a_full_channel_still_hands_partitions_over() {
+    let broker = KafkaBroker::start();
+    let bus = KafkaBus::open(options(broker.address(), 4)).await.unwrap();
+    let events: Vec<_> = (0..5_000).map(|_| conformance::event("email.delivered")).collect();
+    // Published 50 at once: one by one takes most of half a minute.
+    let publishes = events.chunks(100).map(|chunk| {
+        let (bus, chunk) = (bus.clone(), chunk.to_vec());
+        tokio::spawn(async move {
+            for e in &chunk {
+                assert_eq!(bus.publish(e).await.unwrap(), PublishOutcome::Published);
+            }
+        })
+    });
+    for publish in publishes.collect::<Vec<_>>() {
+        publish.await.unwrap();
+    }
+    let opts = SubscribeOptions {
+        group: "stuck".into(),
+        patterns: pattern("*"),
+        start: StartFrom::Committed { if_new: NewGroup::Earliest },
+    };
+    let mut stuck = bus.subscribe(opts.clone()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(20), stuck.next()).await.expect("an event").unwrap();
+    let mut seen = vec![first.event.id.clone()];
+    first.ack().await.unwrap();
+    // The first member's channel fills; it then takes nothing for a while.
+    let mut second = bus.subscribe(opts).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(30), second.next())
+        .await
+        .expect("the second member gets partitions from a member whose channel is full")
+        .unwrap();
+    seen.push(d.event.id.clone());
+    d.ack().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut unique: std::collections::HashSet<String> = seen.iter().cloned().collect();
+    while unique.len() < events.len() {
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {} arrived", unique.len(), events.len());
+        let d = tokio::select! {
+            Ok(d) = stuck.next() => d,
+            Ok(d) = second.next() => d,
+            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        };
+        unique.insert(d.event.id.clone());
+        d.ack().await.unwrap();
+    }
+    let sent: std::collections::HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(unique, sent, "every event arrived");
+}
+
 /// A consumer leaving mid-stream hands its partitions over: nothing it did
 /// not settle is lost, and what it settled is not delivered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,9 @@ impl Replay {
         recorder: Recorder,
     ) {
         let in_flight = Arc::new(Semaphore::new(sub.settings.max_in_flight.max(1)));
+        // Taken and not yet settled: a request slot is let go once the
+        // endpoint has answered, before the settlement is stored.
+        let in_hand = Arc::new(Semaphore::new(crate::subscriber::held_unordered(&sub.settings)));
         let deliveries = TaskTracker::new();
         // Events of the window read, against the bus's count of them.
         let mut read = 0u64;
@@ -161,11 +164,13 @@ impl Replay {
             if let Some(limiter) = &sub.limiter {
                 limiter.until_ready().await;
             }
-            let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+            let permit = in_hand.clone().acquire_owned().await.expect("never closed");
+            let request = in_flight.clone().acquire_owned().await.expect("never closed");
             let (replay, sub, metrics, recorder) = (self.clone(), sub.clone(), metrics.clone(), recorder.clone());
             deliveries.spawn(async move {
                 let (started_at, started) = (Utc::now(), std::time::Instant::now());
                 let attempt = sub.endpoint.attempt(&sub.settings, &delivery.event).await;
+                drop(request);
                 let delivered = matches!(attempt, Attempt::Status { status: 200..=299, .. });
                 recorder.record(
                     Made {

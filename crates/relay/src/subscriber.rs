@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hookbridge_bus::{Bus, Delivery, Failure, NewGroup, StartFrom, SubscribeOptions};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,6 +17,17 @@ use crate::metrics::RelayMetrics;
 use crate::ordering::{Lanes, Ordering, Queued};
 use crate::policy::{self, Attempt, Verdict};
 use crate::settings::SubscriberSettings;
+
+/// Deliveries an unordered subscriber may hold unsettled per request
+/// `max_in_flight` allows: answered ones wait for the bus to store their
+/// settlement without holding a request slot.
+const HELD_PER_REQUEST: usize = 4;
+
+/// Events an unordered subscriber (or a replay) may hold taken from the bus
+/// and not yet settled.
+pub(crate) fn held_unordered(settings: &SubscriberSettings) -> usize {
+    settings.max_in_flight.max(1).saturating_mul(HELD_PER_REQUEST)
+}
 
 /// Why a subscriber is off, as kept in the bus's shared state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -136,9 +147,10 @@ impl Worker {
             },
         };
         let ordered = sub.settings.ordering == Ordering::Subject;
-        // Events taken from the bus and not yet settled: as many as may be
-        // in flight, or, when ordered, as many as may wait in lanes.
-        let in_hand = if ordered { Arc::new(Semaphore::new(crate::ordering::MAX_HELD)) } else { sub.in_flight.clone() };
+        // Events taken from the bus and not yet settled: when ordered, as
+        // many as may wait in lanes.
+        let held = if ordered { crate::ordering::MAX_HELD } else { held_unordered(&sub.settings) };
+        let in_hand = Arc::new(Semaphore::new(held));
         let mut disabled = sub.disabled.subscribe();
         loop {
             if disabled.borrow_and_update().is_some() {
@@ -183,6 +195,12 @@ impl Worker {
                 }
                 continue;
             }
+            // A request slot, held until the endpoint has answered; the
+            // settlement after it is bounded by `in_hand` only.
+            let request = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                request = sub.in_flight.clone().acquire_owned() => request.expect("never closed"),
+            };
             if !sub.wait_turn(&self.shutdown, &self.metrics).await {
                 return;
             }
@@ -205,17 +223,20 @@ impl Worker {
             let worker = self.clone();
             let sub = sub.clone();
             self.tracker.spawn(async move {
-                worker.deliver(&sub, delivery, probe).await;
+                worker.deliver(&sub, delivery, probe, request).await;
                 drop(permit);
             });
         }
     }
 
     /// Delivers one event the subscriber accepts and settles it: ack,
-    /// durable retry, or dead letter.
-    async fn deliver(&self, sub: &Subscriber, delivery: Delivery, probe: bool) {
+    /// durable retry, or dead letter. `request` is let go once the endpoint
+    /// has answered, so the bus storing the settlement (a commit round on
+    /// Kafka, the log's sync on the embedded bus) holds no request slot.
+    async fn deliver(&self, sub: &Subscriber, delivery: Delivery, probe: bool, request: OwnedSemaphorePermit) {
         let name = &sub.settings.name;
         let (verdict, attempt) = self.try_once(sub, &delivery, delivery.attempt, probe).await;
+        drop(request);
         let id = delivery.event.id.clone();
         let n = delivery.attempt;
         match verdict {

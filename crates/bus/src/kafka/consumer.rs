@@ -1,11 +1,11 @@
 //! A consumer group on Kafka.
 //!
 //! A background task polls the group's consumer and hands records over a
-//! channel (pausing the partitions while too many wait), so the group keeps
-//! its membership however slowly deliveries are settled. Every record handed
-//! out is tracked per partition until settled; the committed offset is the
-//! lowest one still in flight, committed in rounds that gather every ack
-//! waiting for one. A rebalance commits what the revoked partitions have
+//! channel (not reading it while too many wait, and pausing the partitions
+//! when that lasts), so the group keeps its membership however slowly
+//! deliveries are settled. Every record handed out is tracked per partition
+//! until settled; the committed offset is the lowest one still in flight,
+//! committed in rounds that gather every ack waiting for one. A rebalance commits what the revoked partitions have
 //! settled and forgets their records, so a settlement that arrives later for
 //! a partition this member no longer owns commits nothing.
 
@@ -37,8 +37,18 @@ use super::{
 };
 use crate::{Acker, Consumer, Delivery, Error, Failure, Result, StartFrom, SubscribeOptions};
 
-/// Records waiting in the channel before the partitions are paused.
+/// Records waiting in the channel before the group's consumer stops being
+/// read (librdkafka's own queue, bounded by `queued.*`, then fills and its
+/// fetcher waits).
 const MAX_WAITING: usize = 2_000;
+/// Records waiting at which reading starts again.
+const RESUME_AT: usize = MAX_WAITING / 2;
+/// How long the channel may stay full before the partitions are paused
+/// and the consumer read again, so its rebalances are served while the
+/// deliveries are stuck. Pausing is kept for that: librdkafka throws away
+/// what it had fetched for a paused partition and fetches it again on
+/// resume, which pausing at every full channel did many times a second.
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
 /// Retries held in memory before the retry partitions are paused.
 const MAX_HELD_RETRIES: usize = 20_000;
 
@@ -49,6 +59,12 @@ use super::start::Partition;
 /// partitions before the broker gives them to another member (librdkafka's
 /// own default is 45 s).
 pub(super) const SESSION_TIMEOUT_MS: &str = "10000";
+
+/// What librdkafka fetches ahead for a group's consumer unless the
+/// configuration's `properties` set `queued.max.messages.kbytes` (its own
+/// default is 64 MiB): the relay stops reading a consumer whose records
+/// wait, and this bounds what its fetcher then holds, per group.
+pub(super) const QUEUED_KBYTES: &str = "8192";
 
 /// One record handed out, and where it came from.
 #[derive(Debug)]
@@ -76,6 +92,33 @@ impl PartialOrd for Held {
 impl Ord for Held {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.due, &self.partition, self.offset).cmp(&(other.due, &other.partition, other.offset))
+    }
+}
+
+/// The records handed over and not yet taken, and the poller's wake-up
+/// when they fall to [`RESUME_AT`].
+#[derive(Debug, Default)]
+struct Waiting {
+    count: AtomicUsize,
+    room: tokio::sync::Notify,
+}
+
+impl Waiting {
+    fn load(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more handed over; the count after it.
+    fn add(&self) -> usize {
+        self.count.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts one taken, waking the poller as the count falls to [`RESUME_AT`]
+    /// (it moves one at a time, so it passes that value exactly).
+    fn take(&self) {
+        if self.count.fetch_sub(1, Ordering::Relaxed) == RESUME_AT + 1 {
+            self.room.notify_one();
+        }
     }
 }
 
@@ -117,7 +160,7 @@ pub(crate) struct KafkaConsumer {
     /// Records read, each with its partition's epoch when read.
     records: mpsc::UnboundedReceiver<(u64, OwnedMessage)>,
     redelivered: mpsc::UnboundedReceiver<Held>,
-    waiting: Arc<AtomicUsize>,
+    waiting: Arc<Waiting>,
     held_retries: Arc<AtomicUsize>,
     /// Retries not yet due, soonest first.
     timers: BinaryHeap<Reverse<Held>>,
@@ -188,8 +231,10 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
 
     let tracks = Arc::new(Mutex::new(Tracks::default()));
     let mut config = o.client_config();
-    if !o.properties.iter().any(|(key, _)| key == "session.timeout.ms") {
-        config.set("session.timeout.ms", SESSION_TIMEOUT_MS);
+    for (key, value) in [("session.timeout.ms", SESSION_TIMEOUT_MS), ("queued.max.messages.kbytes", QUEUED_KBYTES)] {
+        if !o.properties.iter().any(|(set, _)| set == key) {
+            config.set(key, value);
+        }
     }
     config
         .set("group.id", &group)
@@ -215,7 +260,7 @@ pub(super) async fn subscribe(bus: &KafkaBus, options: SubscribeOptions) -> Resu
     let (records_tx, records) = mpsc::unbounded_channel();
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
     let (redeliver_tx, redelivered) = mpsc::unbounded_channel();
-    let waiting = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(Waiting::default());
     let held_retries = Arc::new(AtomicUsize::new(0));
     let shared =
         Arc::new(Shared { bus: bus.clone(), group, retry_topic, tracks, commits: commits_tx, redeliver: redeliver_tx });
@@ -315,17 +360,31 @@ async fn poll(
     mut member: Member,
     records: mpsc::UnboundedSender<(u64, OwnedMessage)>,
     shared: std::sync::Weak<Shared>,
-    waiting: Arc<AtomicUsize>,
+    waiting: Arc<Waiting>,
     held_retries: Arc<AtomicUsize>,
     retry_topic: String,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let (mut events_paused, mut retries_paused) = (false, false);
+    // Since when the channel has been full: the consumer is not read then
+    // (unless paused), and librdkafka's own bounded queue holds the rest.
+    let mut full_since: Option<tokio::time::Instant> = None;
     while shared.strong_count() > 0 {
         let consumer = member.consumer.clone();
         tokio::select! {
+            () = waiting.room.notified(), if full_since.is_some() => {
+                if waiting.load() <= RESUME_AT {
+                    full_since = None;
+                }
+            }
             _ = tick.tick() => {
-                let want_events = waiting.load(Ordering::Relaxed) >= MAX_WAITING;
+                let now = waiting.load();
+                if full_since.is_some() && now <= RESUME_AT {
+                    full_since = None;
+                } else if full_since.is_none() && now >= MAX_WAITING {
+                    full_since = Some(tokio::time::Instant::now());
+                }
+                let want_events = full_since.is_some_and(|since| since.elapsed() >= PAUSE_AFTER);
                 let want_retries = want_events || held_retries.load(Ordering::Relaxed) >= MAX_HELD_RETRIES;
                 if want_events != events_paused || want_retries != retries_paused || want_events || want_retries {
                     // Re-applied every tick: a rebalance may have assigned partitions since.
@@ -345,14 +404,20 @@ async fn poll(
                 }
             }
             // Also serves rebalances.
-            message = consumer.recv() => match message {
+            message = consumer.recv(), if full_since.is_none() || events_paused => match message {
                 Ok(message) => {
                     // A record is dropped untracked once the consumer is
                     // gone, or if its partition is not (or no longer) this
                     // member's: it comes again to whoever reads it next.
                     let epoch = member.joiner.tracks.lock().expect("tracks lock").epoch_of(message.topic(), message.partition());
-                    if let Some(epoch) = epoch && records.send((epoch, message.detach())).is_ok() {
-                        waiting.fetch_add(1, Ordering::Relaxed);
+                    // Counted before it is sent, so a take never comes first.
+                    if let Some(epoch) = epoch {
+                        if waiting.add() >= MAX_WAITING {
+                            full_since.get_or_insert_with(tokio::time::Instant::now);
+                        }
+                        if records.send((epoch, message.detach())).is_err() {
+                            waiting.take();
+                        }
                     }
                 }
                 Err(error) => {
@@ -474,7 +539,7 @@ impl Consumer for KafkaConsumer {
                 }
                 message = self.records.recv() => {
                     let Some((epoch, message)) = message else { return Err(Error::Closed) };
-                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    self.waiting.take();
                     if let Some(held) = self.accept(epoch, message).await? {
                         if held.due > Utc::now() {
                             self.held_retries.fetch_add(1, Ordering::Relaxed);
