@@ -21,7 +21,7 @@ use crate::settings::SubscriberSettings;
 /// Deliveries an unordered subscriber may hold unsettled per request
 /// `max_in_flight` allows: answered ones wait for the bus to store their
 /// settlement without holding a request slot.
-const HELD_PER_REQUEST: usize = 4;
+const HELD_PER_REQUEST: usize = 2;
 
 /// Events an unordered subscriber (or a replay) may hold taken from the bus
 /// and not yet settled.
