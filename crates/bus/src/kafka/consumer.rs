@@ -5,9 +5,10 @@
 //! when that lasts), so the group keeps its membership however slowly
 //! deliveries are settled. Every record handed out is tracked per partition
 //! until settled; the committed offset is the lowest one still in flight,
-//! committed in rounds that gather every ack waiting for one. A rebalance commits what the revoked partitions have
-//! settled and forgets their records, so a settlement that arrives later for
-//! a partition this member no longer owns commits nothing.
+//! committed in rounds that gather every ack waiting for one. A rebalance
+//! commits what the revoked partitions have settled and forgets their
+//! records, so a settlement that arrives later for a partition this member no
+//! longer owns commits nothing.
 
 mod commit;
 mod group;
