@@ -270,6 +270,22 @@ async fn a_slow_subscriber_does_not_slow_a_fast_one() {
     assert_eq!(slow.requests().len(), 1, "the slow one is still on its first event");
 }
 
+/// `max_in_flight` bounds the requests a subscriber has open at once, and
+/// the relay reaches it: a slot is freed when the endpoint answers, not
+/// before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_bounds_the_requests_open_at_once() {
+    let recorder = Recorder::spawn().await;
+    recorder.answer(Reply { delay: Duration::from_millis(300), ..Reply::status(200) });
+    let app = TestApp::spawn_relay(&subscriber("bounded", &recorder, r#"["*"]"#, "max_in_flight = 3")).await;
+    for n in 0..15 {
+        app.send("mailpipe", "email.sent", n).await;
+    }
+    recorder.wait_for(15, WAIT).await;
+    assert_eq!(recorder.peak_in_flight(), 3, "requests open at once, with max_in_flight = 3");
+    assert_no_more(&recorder, 15).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_and_a_probe_closes_it() {
     let recorder = Recorder::spawn().await;

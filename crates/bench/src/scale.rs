@@ -421,7 +421,7 @@ async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOu
     let idle_cpu = (cpu_us(pid) - idle_from) / 3e6 * 100.0;
     // tansu's memory engine cannot find offsets by time, which a replay starts from.
     let replay = if n == 1 && broker.finds_offsets_by_time() {
-        Some(replay(&server, &sinks, &name(0), since, events).await?)
+        Some(replay(&server, &sinks[0], &name(0), since, events).await?)
     } else {
         None
     };
@@ -453,19 +453,19 @@ async fn fanout(args: &Args, broker: &Broker, n: usize) -> anyhow::Result<(FanOu
     ))
 }
 
-/// Replays the last hour to `subscriber` (whose sink is `sinks[0]`)
+/// Replays the last hour to `subscriber` (which `sink` receives for)
 /// through the admin API: events/s from the first replayed delivery to the
 /// last, as live deliveries are timed, and the seconds from the request to
 /// the first delivery.
 async fn replay(
     server: &Server,
-    sinks: &[Sink],
+    sink: &Sink,
     subscriber: &str,
     since: chrono::DateTime<Utc>,
     events: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let admin = server.admin.context("no admin listener")?;
-    let sink = std::slice::from_ref(&sinks[0]);
+    let sink = std::slice::from_ref(sink);
     let before = counted(sink).await?;
     let started = Instant::now();
     let answer: serde_json::Value = client()

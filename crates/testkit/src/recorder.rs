@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +67,9 @@ struct Inner {
     by_event: Mutex<std::collections::HashMap<String, VecDeque<Reply>>>,
     default: Mutex<Option<Reply>>,
     arrived: Notify,
+    /// Requests not yet answered, and the most there were at once.
+    open: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +107,11 @@ impl Recorder {
     /// Answer once the script is used up (200 when never set).
     pub fn answer(&self, reply: Reply) {
         *self.inner.default.lock().unwrap() = Some(reply);
+    }
+
+    /// The most requests that were being answered at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.peak.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -174,9 +183,12 @@ async fn record(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         let scripted = for_event.or_else(|| inner.script.lock().unwrap().pop_front());
         scripted.or_else(|| inner.default.lock().unwrap().clone()).unwrap_or(Reply::status(200))
     };
+    let open = inner.open.fetch_add(1, Ordering::SeqCst) + 1;
+    inner.peak.fetch_max(open, Ordering::SeqCst);
     inner.requests.lock().unwrap().push(Recorded { headers, body, at: Instant::now() });
     inner.arrived.notify_waiters();
     tokio::time::sleep(reply.delay).await;
+    inner.open.fetch_sub(1, Ordering::SeqCst);
     let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     if let Some(after) = reply.retry_after {
         response.headers_mut().insert("retry-after", HeaderValue::from_str(&after).unwrap());

@@ -109,9 +109,9 @@ impl Waiting {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Counts one more handed over; the count after it.
-    fn add(&self) -> usize {
-        self.count.fetch_add(1, Ordering::Relaxed) + 1
+    /// Counts one more handed over.
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one taken, waking the poller as the count falls to [`RESUME_AT`]
@@ -372,19 +372,17 @@ async fn poll(
     let mut full_since: Option<tokio::time::Instant> = None;
     while shared.strong_count() > 0 {
         let consumer = member.consumer.clone();
-        tokio::select! {
-            () = waiting.room.notified(), if full_since.is_some() => {
-                if waiting.load() <= RESUME_AT {
-                    full_since = None;
-                }
+        match waiting.load() {
+            n if n <= RESUME_AT => full_since = None,
+            n if n >= MAX_WAITING => {
+                full_since.get_or_insert_with(tokio::time::Instant::now);
             }
+            _ => {}
+        }
+        tokio::select! {
+            // Woken as the channel falls to RESUME_AT; the loop's top then reads again.
+            () = waiting.room.notified(), if full_since.is_some() => {}
             _ = tick.tick() => {
-                let now = waiting.load();
-                if full_since.is_some() && now <= RESUME_AT {
-                    full_since = None;
-                } else if full_since.is_none() && now >= MAX_WAITING {
-                    full_since = Some(tokio::time::Instant::now());
-                }
                 let want_events = full_since.is_some_and(|since| since.elapsed() >= PAUSE_AFTER);
                 let want_retries = want_events || held_retries.load(Ordering::Relaxed) >= MAX_HELD_RETRIES;
                 if want_events != events_paused || want_retries != retries_paused || want_events || want_retries {
@@ -413,9 +411,7 @@ async fn poll(
                     let epoch = member.joiner.tracks.lock().expect("tracks lock").epoch_of(message.topic(), message.partition());
                     // Counted before it is sent, so a take never comes first.
                     if let Some(epoch) = epoch {
-                        if waiting.add() >= MAX_WAITING {
-                            full_since.get_or_insert_with(tokio::time::Instant::now);
-                        }
+                        waiting.add();
                         if records.send((epoch, message.detach())).is_err() {
                             waiting.take();
                         }
