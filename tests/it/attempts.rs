@@ -178,3 +178,66 @@ async fn failures_without_an_answer_and_dead_letters_are_recorded() {
     let (_, view) = app.admin(Method::GET, &format!("/admin/events/{id}"), None).await;
     assert_eq!(view["subscribers"][0]["fate"], "dead_lettered", "{view}");
 }
+
+/// With `record_attempts = "failures"`, a first attempt that delivered is
+/// not recorded; every attempt at an event that failed is, up to how it
+/// ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_failures_and_how_they_ended_are_recorded_when_asked() {
+    let (fine, flaky) = (Recorder::spawn().await, Recorder::spawn().await);
+    let config = format!(
+        "[relay]\nrecord_attempts = \"failures\"\n{}{}",
+        subscriber("fine", &fine, r#"["email.*"]"#),
+        subscriber("flaky", &flaky, r#"["email.*"]"#)
+    );
+    let app = TestApp::spawn_relay(&config).await;
+    flaky.script([Reply::status(500), Reply::status(503)]);
+    let failed = app.send("mailpipe", "email.bounced", 1).await;
+    fine.wait_for(1, WAIT).await;
+    flaky.wait_for(3, WAIT).await;
+    // A second event both take at the first attempt.
+    let fine_at_once = app.send("mailpipe", "email.bounced", 2).await;
+    fine.wait_for(2, WAIT).await;
+    flaky.wait_for(4, WAIT).await;
+    // And a third that fails once more at `flaky`, made after the others:
+    // once its attempts are readable, so would theirs be.
+    flaky.script([Reply::status(502)]);
+    let last = app.send("mailpipe", "email.bounced", 3).await;
+    flaky.wait_for(6, WAIT).await;
+
+    let attempts = wait_for_list(&app, "/admin/subscribers/flaky/attempts", 5).await;
+    let seen: Vec<(String, u64, String)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["event_id"].as_str().unwrap().to_owned(),
+                a["attempt"].as_u64().unwrap(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (last.clone(), 2, "delivered".into()),
+            (last, 1, "retry_scheduled".into()),
+            (failed.clone(), 3, "delivered".into()),
+            (failed.clone(), 2, "retry_scheduled".into()),
+            (failed.clone(), 1, "retry_scheduled".into()),
+        ],
+        "the second event, delivered at once, is not recorded"
+    );
+    let (status, body) = app.admin(Method::GET, "/admin/subscribers/fine/attempts", None).await;
+    assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)), "fine never failed: {body}");
+
+    let (status, view) = app.admin(Method::GET, &format!("/admin/events/{failed}"), None).await;
+    assert_eq!(status, 200, "{view}");
+    let fate = |name: &str| {
+        let s = view["subscribers"].as_array().unwrap().iter().find(|s| s["subscriber"] == name).unwrap().clone();
+        (s["fate"].as_str().unwrap().to_owned(), s["attempts"].as_u64().unwrap())
+    };
+    assert_eq!(fate("flaky"), ("delivered".into(), 3));
+    assert_eq!(fate("fine"), ("no_failure_recorded".into(), 0), "{view}");
+    let (status, _) = app.admin(Method::GET, &format!("/admin/events/{fine_at_once}"), None).await;
+    assert_eq!(status, 404, "an event with no recorded attempt is not found through the record");
+}

@@ -14,6 +14,7 @@ mod relay;
 mod scale;
 mod streams;
 
+use hookbridge_relay::RecordAttempts;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -243,7 +244,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         for (round, record) in [false, true, true, false].into_iter().enumerate() {
             println!("round {}: {} the delivery record", round + 1, if record { "with" } else { "without" });
             let bus = broker.open(&format!("round{round}")).await?;
-            let measured = relay::run(bus, events, args.connections, None, record).await?;
+            let keeps = if record { RecordAttempts::All } else { RecordAttempts::Off };
+            let measured = relay::run(bus, events, args.connections, None, keeps).await?;
             let skip = usize::from(round > 0);
             reports.extend(measured.into_iter().skip(skip).map(|mut r| {
                 if !r.name.contains("POSTs") {
@@ -255,7 +257,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if let Some(filter) = &args.relay_filter {
             println!("again with the filter {filter}");
             let bus = broker.open("filtered").await?;
-            let filtered = relay::run(bus, events, args.connections, Some(filter), true).await?;
+            let filtered = relay::run(bus, events, args.connections, Some(filter), RecordAttempts::All).await?;
             reports.extend(filtered.into_iter().skip(1).map(|mut r| {
                 r.name = format!("{} + filter", r.name);
                 r

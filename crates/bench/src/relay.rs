@@ -164,7 +164,7 @@ pub async fn run(
     events: usize,
     in_flight: usize,
     filter: Option<&str>,
-    record_attempts: bool,
+    record_attempts: hookbridge_relay::RecordAttempts,
 ) -> anyhow::Result<Vec<Report>> {
     let sink = Sink::start()?;
     let mut settings = subscriber(&sink, in_flight);
@@ -254,7 +254,7 @@ pub async fn run(
     relay.wait().await;
     let status = bus.group_status(&group, &[EventPattern::All]).await?;
     anyhow::ensure!(status.backlog == 0 && status.pending_retries == 0, "relay left work: {status:?}");
-    if record_attempts {
+    if record_attempts == hookbridge_relay::RecordAttempts::All {
         // Every delivery and replay attempt is in the record.
         let query = hookbridge_bus::AttemptQuery {
             subscriber: Some("bench".into()),

@@ -32,7 +32,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 pub use hookbridge_bus::BusOptions;
 pub use hookbridge_ingress::{IngressSettings, Source};
-use hookbridge_relay::RelaySettings;
+use hookbridge_relay::{RecordAttempts, RelaySettings};
 use secrecy::SecretString;
 
 pub use raw::{Backend, LogFormat, RawConfig};
@@ -199,6 +199,14 @@ impl Config {
         if raw.relay.status_interval.is_zero() {
             problem("relay.status_interval".into(), "must be greater than 0".into());
         }
+        let record_attempts = match &raw.relay.record_attempts {
+            raw::BoolOrName::Bool(true) => RecordAttempts::All,
+            raw::BoolOrName::Bool(false) => RecordAttempts::Off,
+            raw::BoolOrName::Name(name) => RecordAttempts::parse(name).unwrap_or_else(|e| {
+                problem("relay.record_attempts".into(), e);
+                RecordAttempts::All
+            }),
+        };
         if raw.ingress.publish_timeout.is_zero() {
             problem("ingress.publish_timeout".into(), "must be greater than 0".into());
         }
@@ -288,7 +296,7 @@ impl Config {
                 topic_prefix: raw.bus.topic_prefix.clone(),
                 subscribers,
                 status_interval: raw.relay.status_interval,
-                record_attempts: raw.relay.record_attempts,
+                record_attempts,
             },
             relay_shutdown_grace: raw.relay.shutdown_grace,
             admin: AdminSettings { listen: raw.admin.listen, token, listener: admin_listener },

@@ -436,8 +436,9 @@ pub struct RelayConfig {
     /// How often the per-subscriber gauges (backlog, retries, dead letters) are refreshed.
     #[serde(with = "humantime_serde")]
     pub status_interval: Duration,
-    /// Store every delivery attempt in the delivery record (kept for `bus.attempts_retention`).
-    pub record_attempts: bool,
+    /// Which delivery attempts the delivery record keeps (for
+    /// `bus.attempts_retention`): `true`/`"all"`, `"failures"`, `false`/`"off"`.
+    pub record_attempts: BoolOrName,
     pub subscribers: Vec<SubscriberConfig>,
 }
 
@@ -447,10 +448,18 @@ impl Default for RelayConfig {
             max_retry_after: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(25),
             status_interval: Duration::from_secs(15),
-            record_attempts: true,
+            record_attempts: BoolOrName::Bool(true),
             subscribers: Vec::new(),
         }
     }
+}
+
+/// `true`, `false` or a named choice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BoolOrName {
+    Bool(bool),
+    Name(String),
 }
 
 /// One value or a list.

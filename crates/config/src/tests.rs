@@ -535,3 +535,36 @@ topic_arns = ["arn:aws:sns:eu-west-1:1:t"]
         Ok(())
     });
 }
+
+#[test]
+fn record_attempts_is_a_switch_or_a_choice() {
+    Jail::expect_with(|jail| {
+        jail.set_env("TEST_MAILPIPE_SECRET", "x");
+        let with = |value: &str| Config::from_toml(&format!("{}[relay]\nrecord_attempts = {value}\n", example()));
+        let config = Config::from_toml(&example()).map_err(|e| e.to_string())?;
+        assert_eq!(config.relay.record_attempts, RecordAttempts::All, "every attempt by default");
+        for (value, expected) in [
+            ("true", RecordAttempts::All),
+            ("\"all\"", RecordAttempts::All),
+            ("\"failures\"", RecordAttempts::Failures),
+            ("false", RecordAttempts::Off),
+            ("\"off\"", RecordAttempts::Off),
+        ] {
+            assert_eq!(with(value).map_err(|e| e.to_string())?.relay.record_attempts, expected, "{value}");
+        }
+        let err = with("\"some\"").unwrap_err();
+        assert_eq!(err.problems[0].path, "relay.record_attempts", "{err}");
+        assert!(err.problems[0].message.contains("\"failures\""), "{err}");
+        jail.set_env("HOOKBRIDGE_RELAY__RECORD_ATTEMPTS", "failures");
+        assert_eq!(
+            Config::from_toml(&example()).map_err(|e| e.to_string())?.relay.record_attempts,
+            RecordAttempts::Failures
+        );
+        jail.set_env("HOOKBRIDGE_RELAY__RECORD_ATTEMPTS", "false");
+        assert_eq!(
+            Config::from_toml(&example()).map_err(|e| e.to_string())?.relay.record_attempts,
+            RecordAttempts::Off
+        );
+        Ok(())
+    });
+}

@@ -30,5 +30,5 @@ mod subscriber;
 pub use error::{Error, Result};
 pub use relay::{EventFate, EventView, Relay, SubscriberView};
 pub use reqwest::Url;
-pub use settings::{RelaySettings, SubscriberSettings};
+pub use settings::{RecordAttempts, RelaySettings, SubscriberSettings};
 pub use subscriber::Disabled;

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::RelayMetrics;
 use crate::policy::{Attempt, Verdict};
+use crate::settings::RecordAttempts;
 
 /// Attempts waiting to be stored before new ones are dropped (and counted).
 const QUEUE: usize = 20_000;
@@ -32,32 +33,36 @@ const BACKOFF: [Duration; 3] = [Duration::from_millis(100), Duration::from_milli
 #[derive(Debug, Clone)]
 pub(crate) struct Recorder {
     queue: Option<mpsc::Sender<AttemptRecord>>,
+    keeps: RecordAttempts,
     metrics: RelayMetrics,
 }
 
 impl Recorder {
-    /// Starts the writer on `tracker` (when `enabled`). It stores what is
-    /// queued until shutdown, then what the deliveries still running add,
-    /// and ends when they have.
+    /// Starts the writer on `tracker` (unless `keeps` is off). It stores
+    /// what is queued until shutdown, then what the deliveries still running
+    /// add, and ends when they have.
     pub(crate) fn start(
         bus: Arc<dyn Bus>,
-        enabled: bool,
+        keeps: RecordAttempts,
         metrics: RelayMetrics,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        if !enabled {
-            return Self { queue: None, metrics };
+        if keeps == RecordAttempts::Off {
+            return Self { queue: None, keeps, metrics };
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         tracker.spawn(write(bus, rx, metrics.clone(), tracker.clone(), shutdown));
-        Self { queue: Some(tx), metrics }
+        Self { queue: Some(tx), keeps, metrics }
     }
 
-    /// Queues one attempt; never waits.
-    pub(crate) fn record(&self, record: AttemptRecord) {
+    /// Queues one attempt, if the record keeps it; never waits.
+    pub(crate) fn record(&self, made: &Made<'_>) {
         let Some(queue) = &self.queue else { return };
-        if queue.try_send(record).is_err() {
+        if !self.keeps.keeps(made.n, *made.verdict == Verdict::Delivered) {
+            return;
+        }
+        if queue.try_send(made.record()).is_err() {
             self.metrics.unrecorded("queue_full", 1);
         }
     }

@@ -17,7 +17,7 @@ use crate::circuit::{Circuit, CircuitState};
 use crate::deliver;
 use crate::metrics::RelayMetrics;
 use crate::replay::{Replay, ReplayView, Window};
-use crate::settings::RelaySettings;
+use crate::settings::{RecordAttempts, RelaySettings};
 use crate::subscriber::{Disabled, Subscriber, Worker, state_key};
 use crate::{Error, Result};
 
@@ -343,6 +343,7 @@ impl Relay {
                 // Newest first: the first is the last attempt made.
                 let fate = match mine.first() {
                     _ if !s.events.iter().any(|p| p.matches(&ty)) => "not_subscribed",
+                    None if self.settings.record_attempts == RecordAttempts::Failures => "no_failure_recorded",
                     None => "pending",
                     Some(last) => fate_of(&last.outcome),
                 };
@@ -408,7 +409,9 @@ pub struct EventView {
 pub struct EventFate {
     pub subscriber: String,
     /// `delivered`, `retrying`, `dead_lettered`, `gone`, `pending` (no
-    /// attempt recorded yet, or filtered out) or `not_subscribed`.
+    /// attempt recorded yet, or filtered out), `no_failure_recorded` (the
+    /// same when only failures are recorded: delivered at the first
+    /// attempt, not attempted yet, or filtered out) or `not_subscribed`.
     pub fate: &'static str,
     pub attempts: u32,
     pub last_attempt_at: Option<DateTime<Utc>>,

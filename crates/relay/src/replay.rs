@@ -172,20 +172,17 @@ impl Replay {
                 let attempt = sub.endpoint.attempt(&sub.settings, &delivery.event).await;
                 drop(request);
                 let delivered = matches!(attempt, Attempt::Status { status: 200..=299, .. });
-                recorder.record(
-                    Made {
-                        subscriber: &sub.settings.name,
-                        event: &delivery.event,
-                        published_at: delivery.published_at,
-                        n: 1,
-                        started: started_at,
-                        took: started.elapsed(),
-                        attempt: &attempt,
-                        verdict: if delivered { &Verdict::Delivered } else { &Verdict::DeadLetter },
-                        replay: Some(&replay.id),
-                    }
-                    .record(),
-                );
+                recorder.record(&Made {
+                    subscriber: &sub.settings.name,
+                    event: &delivery.event,
+                    published_at: delivery.published_at,
+                    n: 1,
+                    started: started_at,
+                    took: started.elapsed(),
+                    attempt: &attempt,
+                    verdict: if delivered { &Verdict::Delivered } else { &Verdict::DeadLetter },
+                    replay: Some(&replay.id),
+                });
                 let result = if delivered {
                     replay.delivered.fetch_add(1, Ordering::Relaxed);
                     metrics.replayed(&sub.settings.name, "delivered");

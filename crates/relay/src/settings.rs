@@ -122,8 +122,49 @@ pub struct RelaySettings {
     pub subscribers: Vec<SubscriberSettings>,
     /// How often the per-subscriber gauges (backlog, retries, dead letters) are refreshed.
     pub status_interval: std::time::Duration,
-    /// Store every attempt in the delivery record (`[relay] record_attempts`).
-    pub record_attempts: bool,
+    /// Which attempts the delivery record keeps (`[relay] record_attempts`).
+    pub record_attempts: RecordAttempts,
+}
+
+/// Which delivery attempts are stored in the delivery record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordAttempts {
+    /// Every attempt (`true`, `"all"`).
+    #[default]
+    All,
+    /// Every attempt but a first one that delivered (`"failures"`): what
+    /// failed, and how each event that failed ended. A record write per
+    /// delivery costs the bus; this keeps the record of healthy traffic
+    /// at nothing.
+    Failures,
+    /// None (`false`, `"off"`).
+    Off,
+}
+
+impl RecordAttempts {
+    /// The setting of `[relay] record_attempts` named `name`.
+    ///
+    /// # Errors
+    /// A message naming the choices.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "all" => Ok(Self::All),
+            "failures" => Ok(Self::Failures),
+            "off" => Ok(Self::Off),
+            other => {
+                Err(format!("`{other}` is not a choice: use true (or \"all\"), \"failures\" or false (or \"off\")"))
+            }
+        }
+    }
+
+    /// Whether an attempt is kept: `attempt` counts from 1, `delivered` is its outcome.
+    pub fn keeps(self, attempt: u32, delivered: bool) -> bool {
+        match self {
+            Self::All => true,
+            Self::Failures => attempt > 1 || !delivered,
+            Self::Off => false,
+        }
+    }
 }
 
 impl RelaySettings {
@@ -135,7 +176,20 @@ impl RelaySettings {
 
 #[cfg(test)]
 mod tests {
-    use super::RateLimit;
+    use super::{RateLimit, RecordAttempts};
+
+    #[test]
+    fn record_attempts_failures_keeps_all_but_first_deliveries() {
+        assert!(RecordAttempts::All.keeps(1, true));
+        assert!(!RecordAttempts::Failures.keeps(1, true), "a first attempt that delivered");
+        assert!(RecordAttempts::Failures.keeps(1, false));
+        assert!(RecordAttempts::Failures.keeps(2, true), "how a failed event ended");
+        assert!(!RecordAttempts::Off.keeps(2, false));
+        assert_eq!(RecordAttempts::parse("failures"), Ok(RecordAttempts::Failures));
+        assert_eq!(RecordAttempts::parse("all"), Ok(RecordAttempts::All));
+        assert_eq!(RecordAttempts::parse("off"), Ok(RecordAttempts::Off));
+        assert!(RecordAttempts::parse("some").unwrap_err().contains("\"failures\""));
+    }
 
     #[test]
     fn rate_limits_parse_per_second_minute_and_hour() {

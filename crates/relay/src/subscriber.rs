@@ -272,20 +272,17 @@ impl Worker {
         let took = started.elapsed();
         let verdict = sub.settings.retry.verdict(n, &attempt, policy::jitter());
         self.metrics.attempt(name, crate::record::outcome(&verdict), took);
-        self.recorder.record(
-            crate::record::Made {
-                subscriber: name,
-                event,
-                published_at: delivery.published_at,
-                n,
-                started: started_at,
-                took,
-                attempt: &attempt,
-                verdict: &verdict,
-                replay: None,
-            }
-            .record(),
-        );
+        self.recorder.record(&crate::record::Made {
+            subscriber: name,
+            event,
+            published_at: delivery.published_at,
+            n,
+            started: started_at,
+            took,
+            attempt: &attempt,
+            verdict: &verdict,
+            replay: None,
+        });
         if verdict == Verdict::Delivered {
             tracing::debug!(subscriber = %name, event_id = %event.id, attempt = n, "delivered");
             let now = Utc::now();
