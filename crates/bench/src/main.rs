@@ -62,7 +62,7 @@ struct Args {
     #[arg(long)]
     only: Option<String>,
     /// The bus: `embedded`, `nats` (a nats-server is started on a free
-    /// port), `kafka` (noida-db's Kafka engine, in this process) or
+    /// port), `kafka` (noida-db's Kafka engine, in this process, holding empty fetches as Kafka does) or
     /// `kafka-tansu` (tansu, a second Kafka-protocol broker, as a process).
     #[arg(long, default_value = "embedded")]
     backend: String,
@@ -178,7 +178,9 @@ impl Broker {
         Ok(match backend {
             "embedded" => Self::Embedded,
             "nats" => Self::Nats(hookbridge_brokers::NatsServer::start()),
-            "kafka" => Self::Kafka(KafkaServer::Noida(hookbridge_brokers::KafkaBroker::start())),
+            // noida-db answers an empty fetch at once; held as Kafka holds
+            // it, idle groups wait instead of polling in a busy loop.
+            "kafka" => Self::Kafka(KafkaServer::Noida(hookbridge_brokers::KafkaBroker::start_holding_fetches())),
             "kafka-tansu" => Self::Kafka(KafkaServer::Tansu(hookbridge_brokers::Tansu::start())),
             other => bail!("unknown backend `{other}`: use embedded, nats, kafka or kafka-tansu"),
         })

@@ -8,6 +8,7 @@
 //! Dev-only: nothing here depends on hookbridge, and no production crate
 //! depends on this one.
 
+mod held_fetch;
 mod nats;
 mod noida;
 mod tansu;

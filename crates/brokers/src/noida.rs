@@ -12,6 +12,10 @@ pub struct KafkaBroker {
     pub port: u16,
     engine: noida::kafka::engine::Engine,
     running: Option<Arc<Listening>>,
+    /// With [`KafkaBroker::start_holding_fetches`]: where the engine
+    /// listens behind the relays that hold empty fetches, and what they
+    /// share.
+    held: Option<(std::net::SocketAddr, Arc<crate::held_fetch::Produced>)>,
 }
 
 impl std::fmt::Debug for KafkaBroker {
@@ -31,13 +35,36 @@ impl KafkaBroker {
     /// # Panics
     /// When no port can be bound.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// One that holds a Fetch finding no records, as a Kafka broker does,
+    /// until records are produced or the request's `max_wait_ms` (at most
+    /// 1 s) has passed. noida-db's engine answers such a fetch at once, so
+    /// each idle consumer polls it in a busy loop; benchmarks that measure
+    /// the client next to idle groups use this one.
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    pub fn start_holding_fetches() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(hold: bool) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().unwrap().port();
         let engine = noida::kafka::engine::Engine::new("127.0.0.1".into(), i32::from(port));
         engine.spawn_log_cleaner();
-        let mut broker = Self { port, engine, running: None };
+        let held = hold.then(|| (crate::held_fetch::engine_listener(engine.clone()), Arc::default()));
+        let mut broker = Self { port, engine, running: None, held };
         broker.serve(listener);
         broker
+    }
+
+    /// The Fetch requests answered so far by a broker that holds them
+    /// ([`KafkaBroker::start_holding_fetches`]); 0 for one that does not.
+    pub fn fetches_answered(&self) -> u64 {
+        self.held.as_ref().map_or(0, |(_, shared)| shared.fetches.load(Ordering::Relaxed))
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -47,7 +74,7 @@ impl KafkaBroker {
 
     fn serve(&mut self, listener: std::net::TcpListener) {
         let listening = Arc::new(Listening { stopped: false.into(), connections: std::sync::Mutex::new(Vec::new()) });
-        let (state, engine) = (listening.clone(), self.engine.clone());
+        let (state, engine, held) = (listening.clone(), self.engine.clone(), self.held.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if state.stopped.load(Ordering::SeqCst) {
@@ -56,6 +83,11 @@ impl KafkaBroker {
                 let Ok(stream) = stream else { continue };
                 if let Ok(handle) = stream.try_clone() {
                     state.connections.lock().unwrap().push(handle);
+                }
+                if let Some((addr, produced)) = &held {
+                    let (addr, produced) = (*addr, produced.clone());
+                    std::thread::spawn(move || crate::held_fetch::relay(stream, addr, &produced));
+                    continue;
                 }
                 let engine = engine.clone();
                 std::thread::spawn(move || noida::kafka::connection::handle_connection(stream, engine));

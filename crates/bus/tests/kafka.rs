@@ -400,3 +400,93 @@ async fn a_fenced_static_member_joins_again() {
         }
     }
 }
+
+/// On a broker that holds an empty fetch as Kafka does (the benchmarks'
+/// noida-db), an idle group waits instead of polling, and an event
+/// published meanwhile wakes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_group_waits_on_held_fetches_and_a_publish_wakes_it() {
+    let broker = KafkaBroker::start_holding_fetches();
+    let mut options = options(broker.address(), 1);
+    // Held up to 1 s (the broker's longest): a wake-up is then told apart from the deadline.
+    options.properties.push(("fetch.wait.max.ms".into(), "1000".into()));
+    let bus = KafkaBus::open(options).await.unwrap();
+    let opts = SubscribeOptions {
+        group: "idle".into(),
+        patterns: pattern("email.*"),
+        start: StartFrom::Committed { if_new: NewGroup::Earliest },
+    };
+    let first = conformance::event("email.opened");
+    bus.publish(&first).await.unwrap();
+    let mut consumer = bus.subscribe(opts).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(20), consumer.next()).await.expect("the first event").unwrap();
+    assert_eq!(d.event.id, first.id);
+    d.ack().await.unwrap();
+
+    // Idle: a fetch a second or so per consumer, not a busy loop.
+    let before = broker.fetches_answered();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = broker.fetches_answered() - before;
+    assert!((1..=20).contains(&idle), "{idle} fetches answered in 2 s of idling");
+
+    for _ in 0..3 {
+        let next = conformance::event("email.opened");
+        let sent = std::time::Instant::now();
+        bus.publish(&next).await.unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.expect("the next event").unwrap();
+        let took = sent.elapsed();
+        assert_eq!(d.event.id, next.id);
+        d.ack().await.unwrap();
+        assert!(took < Duration::from_millis(900), "woken by the publish, not at the hold's end: {took:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The same broker answers within the fetch's size limits, as Kafka does
+/// (noida-db's engine alone sends the whole backlog in one answer, which
+/// a client refuses once it is over `receive.message.max.bytes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_a_fetch_comes_in_answers_within_its_limits() {
+    let broker = KafkaBroker::start_holding_fetches();
+    let mut options = options(broker.address(), 1);
+    for (key, value) in [
+        ("fetch.max.bytes", "65536"),
+        ("max.partition.fetch.bytes", "32768"),
+        ("receive.message.max.bytes", "66560"),
+        ("message.max.bytes", "60000"),
+    ] {
+        options.properties.push((key.into(), value.into()));
+    }
+    let bus = KafkaBus::open(options).await.unwrap();
+    let events: Vec<_> = (0..1_500).map(|_| conformance::event("email.sent")).collect();
+    let publishes = events.chunks(100).map(|chunk| {
+        let (bus, chunk) = (bus.clone(), chunk.to_vec());
+        tokio::spawn(async move {
+            for e in &chunk {
+                bus.publish(e).await.unwrap();
+            }
+        })
+    });
+    for publish in publishes.collect::<Vec<_>>() {
+        publish.await.unwrap();
+    }
+    let total: usize = events.iter().map(|e| e.to_json().len()).sum();
+    assert!(total > 4 * 65536, "the backlog ({total} bytes) takes several fetches");
+    let opts = SubscribeOptions {
+        group: "sized".into(),
+        patterns: pattern("email.*"),
+        start: StartFrom::Committed { if_new: NewGroup::Earliest },
+    };
+    let mut consumer = bus.subscribe(opts).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < events.len() {
+        let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} arrived", seen.len(), events.len()))
+            .unwrap();
+        seen.insert(d.event.id.clone());
+        d.ack().await.unwrap();
+    }
+    let sent: std::collections::HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(seen, sent);
+}
