@@ -397,3 +397,58 @@ async fn json_logs_carry_fields_and_never_secrets() {
         assert!(!all.contains(secret), "`{secret}` reached the logs");
     }
 }
+
+/// A replay whose consumer group is slow to get its first event — a Kafka
+/// broker makes a new group's first member wait
+/// `group.initial.rebalance.delay.ms`, 3 s by default — still delivers its
+/// whole window, instead of ending as caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_on_kafka_whose_group_starts_slowly_delivers_its_window() {
+    let broker = hookbridge_brokers::KafkaBroker::start_holding_fetches_with_first_join_delay(Duration::from_secs(3));
+    let bus = crate::support::kafka_bus(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::spawn().await;
+    let config =
+        crate::support::write_config_on(dir.path(), "kafka", &bus, &subscriber_toml("all", &recorder.url(), ""));
+    let running = Running::start(&config);
+    let client = reqwest::Client::new();
+    let since = Utc::now() - chrono::Duration::seconds(1);
+    let mut sent = HashSet::new();
+    for seq in 0..10 {
+        sent.insert(crate::support::send_event(&client, &running, "email.bounced", seq).await);
+    }
+    recorder.wait_for_ids(&sent, Duration::from_secs(30), "the live deliveries").await;
+
+    let admin = |path: &str| format!("http://{}{path}", running.admin);
+    let started: serde_json::Value = client
+        .post(admin("/admin/subscribers/all/replay"))
+        .bearer_auth(hookbridge_testkit::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "since": since }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(started["total"], 10, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let progress = loop {
+        let progress: serde_json::Value = client
+            .get(admin(&format!("/admin/replays/{id}")))
+            .bearer_auth(hookbridge_testkit::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if progress["done"] == true {
+            break progress;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the replay did not finish: {progress}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(progress["delivered"], 10, "{progress}");
+    assert_eq!(recorder.requests().len(), 20, "each event once live and once replayed");
+}

@@ -10,7 +10,8 @@
 //! answer has no records it holds, asking the engine again when any client
 //! produces, until `max_wait_ms` has passed; an answer larger than the
 //! request's `max_bytes` it cuts to whole record batches within it (the
-//! first batch always goes, as in Kafka). It does not apply the smaller
+//! first batch always goes, as in Kafka); a group's first join it can hold
+//! as Kafka's `group.initial.rebalance.delay.ms` does. It does not apply the smaller
 //! `partition_max_bytes`: the engine copies a partition's whole rest into
 //! every answer, so cutting each to it makes a drain quadratic.
 
@@ -21,24 +22,39 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, JoinGroupRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 const PRODUCE: i16 = 0;
 const FETCH: i16 = 1;
+const JOIN_GROUP: i16 = 11;
 /// Longest hold whatever a request asks (librdkafka's default is 500 ms).
 const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// What the relays of one broker share: a count of the produce requests
-/// forwarded, which held fetches wait on, and of the fetches answered.
+/// forwarded, which held fetches wait on, of the fetches answered, and the
+/// groups that have joined.
 #[derive(Debug, Default)]
-pub(crate) struct Produced {
+pub(crate) struct Shared {
     count: Mutex<u64>,
     moved: Condvar,
     pub(crate) fetches: AtomicU64,
+    /// How long a group's first join waits (Kafka's
+    /// `group.initial.rebalance.delay.ms`, 3 s by default there).
+    pub(crate) first_join_delay: Duration,
+    joined: Mutex<std::collections::HashSet<String>>,
 }
 
-impl Produced {
+impl Shared {
+    pub(crate) fn new(first_join_delay: Duration) -> Self {
+        Self { first_join_delay, ..Self::default() }
+    }
+
+    /// Whether `group` joins for the first time.
+    fn first_join(&self, group: &str) -> bool {
+        self.joined.lock().expect("joined lock").insert(group.to_owned())
+    }
+
     fn bump(&self) {
         *self.count.lock().expect("produced lock") += 1;
         self.moved.notify_all();
@@ -64,7 +80,7 @@ impl Produced {
 
 /// Serves one client connection through a connection of its own to the
 /// engine listening on `engine`.
-pub(crate) fn relay(client: TcpStream, engine: std::net::SocketAddr, produced: &Produced) {
+pub(crate) fn relay(client: TcpStream, engine: std::net::SocketAddr, shared: &Shared) {
     let Ok(upstream) = TcpStream::connect(engine) else { return };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
@@ -77,22 +93,30 @@ pub(crate) fn relay(client: TcpStream, engine: std::net::SocketAddr, produced: &
         if key == PRODUCE {
             // Counted once the engine has it: a woken fetch then finds it.
             let Some(answer) = exchange(&mut upstream, &request) else { return };
-            produced.bump();
+            shared.bump();
             if write_frame(&mut client, &answer).is_err() {
                 return;
             }
             continue;
         }
+        if key == JOIN_GROUP && !shared.first_join_delay.is_zero() {
+            let mut buf = request.clone();
+            let group = RequestHeader::decode(&mut buf, JoinGroupRequest::header_version(version))
+                .and_then(|_| JoinGroupRequest::decode(&mut buf, version));
+            if group.is_ok_and(|join| shared.first_join(join.group_id.as_str())) {
+                std::thread::sleep(shared.first_join_delay);
+            }
+        }
         let ask = (key == FETCH).then(|| Ask::read(&request, version)).flatten();
         // Read before asking: a produce after it wakes the hold below.
-        let mut seen = produced.now();
+        let mut seen = shared.now();
         let Some(mut answer) = exchange(&mut upstream, &request) else { return };
         if let Some(ask) = &ask {
             let until = Instant::now() + ask.wait.min(MAX_HOLD);
             let mut read = Answer::read(&answer, version);
             while read.as_ref().is_some_and(Answer::is_empty) && Instant::now() < until {
-                produced.wait_past(seen, until);
-                seen = produced.now();
+                shared.wait_past(seen, until);
+                seen = shared.now();
                 let Some(again) = exchange(&mut upstream, &request) else { return };
                 answer = again;
                 read = Answer::read(&answer, version);
@@ -102,7 +126,7 @@ pub(crate) fn relay(client: TcpStream, engine: std::net::SocketAddr, produced: &
             }
         }
         if key == FETCH {
-            produced.fetches.fetch_add(1, Ordering::Relaxed);
+            shared.fetches.fetch_add(1, Ordering::Relaxed);
         }
         if write_frame(&mut client, &answer).is_err() {
             return;
@@ -268,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_wait_ends_when_something_is_produced_or_at_its_deadline() {
-        let produced = Arc::new(Produced::default());
+        let produced = Arc::new(Shared::default());
         let seen = produced.now();
         let start = Instant::now();
         assert!(!produced.wait_past(seen, start + Duration::from_millis(30)));

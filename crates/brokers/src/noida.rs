@@ -15,7 +15,7 @@ pub struct KafkaBroker {
     /// With [`KafkaBroker::start_holding_fetches`]: where the engine
     /// listens behind the relays that hold empty fetches, and what they
     /// share.
-    held: Option<(std::net::SocketAddr, Arc<crate::held_fetch::Produced>)>,
+    held: Option<(std::net::SocketAddr, Arc<crate::held_fetch::Shared>)>,
 }
 
 impl std::fmt::Debug for KafkaBroker {
@@ -35,7 +35,7 @@ impl KafkaBroker {
     /// # Panics
     /// When no port can be bound.
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(None)
     }
 
     /// One that holds a Fetch finding no records, as a Kafka broker does,
@@ -47,15 +47,27 @@ impl KafkaBroker {
     /// # Panics
     /// When no port can be bound.
     pub fn start_holding_fetches() -> Self {
-        Self::start_with(true)
+        Self::start_with(Some(Duration::ZERO))
     }
 
-    fn start_with(hold: bool) -> Self {
+    /// [`KafkaBroker::start_holding_fetches`], whose groups' first joins
+    /// also wait `delay`, as Kafka's `group.initial.rebalance.delay.ms`
+    /// (3 s by default) makes a new group's first members wait.
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    pub fn start_holding_fetches_with_first_join_delay(delay: Duration) -> Self {
+        Self::start_with(Some(delay))
+    }
+
+    fn start_with(hold: Option<Duration>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().unwrap().port();
         let engine = noida::kafka::engine::Engine::new("127.0.0.1".into(), i32::from(port));
         engine.spawn_log_cleaner();
-        let held = hold.then(|| (crate::held_fetch::engine_listener(engine.clone()), Arc::default()));
+        let held = hold.map(|delay| {
+            (crate::held_fetch::engine_listener(engine.clone()), Arc::new(crate::held_fetch::Shared::new(delay)))
+        });
         let mut broker = Self { port, engine, running: None, held };
         broker.serve(listener);
         broker

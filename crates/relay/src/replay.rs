@@ -25,6 +25,12 @@ use crate::subscriber::{Subscriber, failure};
 
 /// With no event for this long, the replay has caught up with the log.
 const CAUGHT_UP_AFTER: Duration = Duration::from_secs(1);
+/// How long a replay waits for the first event of a window that is not
+/// known to be empty: a new consumer group can take seconds to get it (a
+/// Kafka broker makes a new group's first member wait
+/// `group.initial.rebalance.delay.ms`, 3 s by default, and a rebalance can
+/// take a session timeout).
+const FIRST_EVENT_WITHIN: Duration = Duration::from_secs(30);
 /// Once as many events of the window were read as the bus counted in it,
 /// the wait for one more is this short: the rest of a window already
 /// published comes from the log at once, so the replay is done sooner.
@@ -132,8 +138,13 @@ impl Replay {
         // Events of the window read, against the bus's count of them.
         let mut read = 0u64;
         loop {
-            let quiet =
-                if self.total.is_some_and(|total| read >= total) { CAUGHT_UP_AFTER_TOTAL } else { CAUGHT_UP_AFTER };
+            let quiet = if self.total.is_some_and(|total| read >= total) {
+                CAUGHT_UP_AFTER_TOTAL
+            } else if read == 0 {
+                FIRST_EVENT_WITHIN
+            } else {
+                CAUGHT_UP_AFTER
+            };
             let next = tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = tokio::time::timeout(quiet, consumer.next()) => next,
