@@ -419,30 +419,19 @@ async fn a_replay_on_kafka_whose_group_starts_slowly_delivers_its_window() {
     }
     recorder.wait_for_ids(&sent, Duration::from_secs(30), "the live deliveries").await;
 
-    let admin = |path: &str| format!("http://{}{path}", running.admin);
-    let started: serde_json::Value = client
-        .post(admin("/admin/subscribers/all/replay"))
-        .bearer_auth(hookbridge_testkit::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "since": since }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started = running
+        .admin_json(
+            &client,
+            reqwest::Method::POST,
+            "/admin/subscribers/all/replay",
+            Some(serde_json::json!({ "since": since })),
+        )
+        .await;
     assert_eq!(started["total"], 10, "{started}");
     let id = started["id"].as_str().unwrap().to_owned();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let progress = loop {
-        let progress: serde_json::Value = client
-            .get(admin(&format!("/admin/replays/{id}")))
-            .bearer_auth(hookbridge_testkit::ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let progress = running.admin_json(&client, reqwest::Method::GET, &format!("/admin/replays/{id}"), None).await;
         if progress["done"] == true {
             break progress;
         }

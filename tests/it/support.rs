@@ -70,6 +70,22 @@ impl Running {
     pub(crate) fn url(&self, source: &str) -> String {
         format!("http://{}/webhooks/{source}", self.webhooks)
     }
+
+    /// The admin API's JSON answer to `method path` (with `body`), with the token.
+    pub(crate) async fn admin_json(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut request =
+            client.request(method, format!("http://{}{path}", self.admin)).bearer_auth(hookbridge_testkit::ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
 }
 
 impl Drop for Running {
