@@ -490,3 +490,25 @@ async fn a_backlog_larger_than_a_fetch_comes_in_answers_within_its_limits() {
     let sent: std::collections::HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
     assert_eq!(seen, sent);
 }
+
+/// Lookups (a state read, a group's status) are not held behind a fetch
+/// the broker holds: the lookup clients' fetches wait 10 ms, not 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_do_not_wait_behind_a_held_fetch() {
+    let broker = KafkaBroker::start_holding_fetches();
+    let bus = KafkaBus::open(options(broker.address(), 1)).await.unwrap();
+    for i in 0..3 {
+        bus.put_state(&format!("k{i}"), Some(b"v".to_vec())).await.unwrap();
+    }
+    bus.publish(&conformance::event("email.opened")).await.unwrap();
+    let mut took = Vec::new();
+    for _ in 0..7 {
+        let t = std::time::Instant::now();
+        assert_eq!(bus.get_state("k1").await.unwrap(), Some(b"v".to_vec()));
+        bus.group_status("watched", &pattern("email.*")).await.unwrap();
+        took.push(t.elapsed());
+    }
+    took.sort();
+    // Each took at least 1 s (two holds of 500 ms) when the reader waited.
+    assert!(took[3] < Duration::from_millis(300), "a state read and a status took {:?} (median)", took[3]);
+}

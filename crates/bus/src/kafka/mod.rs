@@ -275,15 +275,24 @@ impl Drop for OpenConsumer {
     }
 }
 
+/// The lookup clients': the shared reader and the groups' offset clients.
+/// They read bounded ranges, so a fetch that finds nothing is not worth
+/// waiting for: a broker holds it for `fetch.wait.max.ms`, and every lookup
+/// sent after it on the same connection (a state read, a group's status)
+/// waits behind it (500 ms each by librdkafka's default).
 fn reader_config(options: &KafkaOptions) -> ClientConfig {
     let mut config = options.client_config();
     config
         .set("group.id", "hookbridge-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", READER_FETCH_WAIT_MS);
     config
 }
+
+/// How long a lookup client's fetch may be held (see [`reader_config`]).
+const READER_FETCH_WAIT_MS: &str = "10";
 
 #[async_trait]
 impl Publisher for KafkaBus {
