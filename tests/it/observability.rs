@@ -187,16 +187,14 @@ async fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     client.post(running.url("mailpipe")).body(vec![b'x'; 70_000]).send().await.unwrap();
     ok.wait_for(1, Duration::from_secs(10)).await;
     failing.wait_for(1, Duration::from_secs(10)).await;
-    let replay: Value = client
-        .post(format!("http://{}/admin/subscribers/ok/replay", running.admin))
-        .bearer_auth(hookbridge_testkit::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "since": now - chrono::Duration::minutes(1) }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let replay = running
+        .admin_json(
+            &client,
+            reqwest::Method::POST,
+            "/admin/subscribers/ok/replay",
+            Some(serde_json::json!({ "since": now - chrono::Duration::minutes(1) })),
+        )
+        .await;
     assert!(replay["id"].is_string(), "{replay}");
     prometheus.wait_for(&client, "hookbridge_relay_dead_letters{subscriber=\"failing\"} > 0").await;
     prometheus.wait_for(&client, "increase(hookbridge_relay_replay_events_total{outcome=\"delivered\"}[1m]) > 0").await;
