@@ -297,10 +297,11 @@ async fn the_circuit_opens_and_a_probe_closes_it() {
     ))
     .await;
     app.send("mailpace", "email.queued", 1).await;
-    recorder.wait_for(3, WAIT).await;
+    let opened_by = recorder.wait_for(3, WAIT).await[2].at;
     wait_state(&app, "circuit_open").await;
-    // Paused: no attempts until the probe interval has passed.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Paused: no attempts until the probe interval (2 s) has passed since
+    // the failure that opened it, however late the state was seen.
+    tokio::time::sleep_until(opened_by + Duration::from_millis(1500)).await;
     assert_eq!(recorder.requests().len(), 3, "no hammering while open");
     recorder.answer(Reply::status(200));
     let requests = recorder.wait_for(4, WAIT).await;
