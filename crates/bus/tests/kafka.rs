@@ -1,6 +1,7 @@
 //! The Kafka backend against two independent Kafka-protocol brokers: the
-//! shared conformance suite on noida-db's Kafka engine (in this process) and
-//! on tansu (a process), then what only Kafka does.
+//! shared conformance suite on noida-db's Kafka engine (in this process, as
+//! it is and behind a relay that holds fetches as Kafka does) and on tansu
+//! (a process), then what only Kafka does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,15 @@ impl Store for Noida {
 mod noida {
     use super::*;
     hookbridge_bus::conformance_tests!(Noida { broker: KafkaBroker::start() });
+}
+
+/// noida-db behind the relay that answers fetches as a Kafka broker does
+/// (an empty fetch held until a record arrives or `fetch.wait.max.ms`
+/// passes, an answer cut to `fetch.max.bytes`): the same cases with a Kafka
+/// broker's timing, where noida-db alone answers every fetch at once.
+mod noida_held {
+    use super::*;
+    hookbridge_bus::conformance_tests!(Noida { broker: KafkaBroker::start_holding_fetches() });
 }
 
 /// tansu keeps its log in memory only: it cannot come back with its data

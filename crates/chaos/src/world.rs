@@ -161,7 +161,10 @@ impl World {
                 (Broker::Tansu { _tansu: tansu, proxy }, kafka_toml(advertised))
             }
             Backend::Kafka => {
-                let broker = KafkaBroker::start();
+                // HB_CHAOS_KAFKA=held: noida-db behind the relay that holds
+                // empty fetches and cuts answers as a Kafka broker does.
+                let held = std::env::var("HB_CHAOS_KAFKA").is_ok_and(|b| b == "held");
+                let broker = if held { KafkaBroker::start_holding_fetches() } else { KafkaBroker::start() };
                 let toml = kafka_toml(broker.port);
                 (Broker::Noida(broker), toml)
             }
