@@ -15,8 +15,9 @@ use hookbridge_event::{Event, EventPattern};
 use redb::ReadableDatabase;
 use tokio::sync::{Notify, watch};
 
+use super::hot::Record;
 use super::record::{self, decode_delayed, encode_delayed};
-use super::tables::{DELAYED, LOG};
+use super::tables::DELAYED;
 use super::writer::Settle;
 use super::{Shared, now_ms, storage};
 use crate::{Acker, Consumer, Delivery, Error, Failure, Result, SubscribeOptions};
@@ -38,7 +39,7 @@ struct GroupState {
     /// Next log seq to read into `buffer`.
     cursor: u64,
     /// Records read from the log, not handed out yet.
-    buffer: VecDeque<(u64, Vec<u8>)>,
+    buffer: VecDeque<Record>,
     /// Log seqs handed out and not settled.
     in_flight: BTreeSet<u64>,
     /// The position last sent to storage.
@@ -60,7 +61,7 @@ enum Origin {
 struct Pending {
     origin: Origin,
     attempt: u32,
-    record: Vec<u8>,
+    record: Arc<[u8]>,
 }
 
 impl GroupState {
@@ -176,29 +177,20 @@ impl EmbeddedConsumer {
     }
 
     fn read_ahead(&self, state: &mut GroupState) -> Result<()> {
-        // The head first, then the snapshot: the writer moves the head only
-        // after its commit, so the snapshot holds every record below it. The
-        // other order passes over records committed in between.
+        // The head first, then the snapshot (taken by the read): the writer
+        // moves the head only after its commit, so the snapshot holds every
+        // record below it. The other order passes over records committed in
+        // between.
         let head = *self.head.borrow();
-        let txn = self.shared.db.begin_read().map_err(storage)?;
-        #[cfg(test)]
-        tests::AFTER_SNAPSHOT.with(|hook| hook.borrow_mut().take().map(|f| f()));
-        let log = txn.open_table(LOG).map_err(storage)?;
-        let mut read = 0;
-        for entry in log.range(state.cursor..head).map_err(storage)?.take(READ_AHEAD) {
-            let (seq, bytes) = entry.map_err(storage)?;
-            state.buffer.push_back((seq.value(), bytes.value().to_vec()));
-            read += 1;
-        }
-        state.cursor = if read < READ_AHEAD { head } else { state.buffer.back().map_or(head, |(seq, _)| seq + 1) };
+        state.cursor = self.shared.hot.read(state.cursor, head, READ_AHEAD, &mut state.buffer)?;
         Ok(())
     }
 
-    fn read_delayed(&self, due: u64, seq: u64) -> Result<Option<(u32, Vec<u8>)>> {
+    fn read_delayed(&self, due: u64, seq: u64) -> Result<Option<(u32, Arc<[u8]>)>> {
         let txn = self.shared.db.begin_read().map_err(storage)?;
         let table = txn.open_table(DELAYED).map_err(storage)?;
         let value = table.get((self.group.name.as_str(), due, seq)).map_err(storage)?;
-        Ok(value.and_then(|v| decode_delayed(v.value()).map(|(attempt, record)| (attempt, record.to_vec()))))
+        Ok(value.and_then(|v| decode_delayed(v.value()).map(|(attempt, record)| (attempt, Arc::from(record)))))
     }
 
     fn delivery(&self, pending: Pending) -> Option<Delivery> {
@@ -351,6 +343,49 @@ pub(crate) mod tests {
     thread_local! {
         /// Runs once in the next read, right after its snapshot was taken.
         pub(crate) static AFTER_SNAPSHOT: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    /// Groups and a tail that keep up with the log share one read of each
+    /// record (the hot window); a group that starts far behind reads the
+    /// log itself and still gets every record, in order.
+    #[tokio::test(flavor = "current_thread")]
+    async fn groups_near_the_head_read_each_record_from_the_log_once() {
+        use crate::{TailFrom, Tailed};
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(EmbeddedOptions::new(dir.path())).unwrap();
+        let options = |group: &str, if_new| SubscribeOptions {
+            group: group.into(),
+            patterns: vec![EventPattern::All],
+            start: StartFrom::Committed { if_new },
+        };
+        let mut consumers = Vec::new();
+        for group in ["a", "b", "c"] {
+            consumers.push(bus.subscribe(options(group, NewGroup::Latest)).await.unwrap());
+        }
+        let mut tail = bus.tail(vec![EventPattern::All], TailFrom::Now).await.unwrap();
+        let events: Vec<_> = (0..600).map(|_| crate::conformance::event("email.sent")).collect();
+        for event in &events {
+            bus.publish(event).await.unwrap();
+        }
+        for expected in &events {
+            for consumer in &mut consumers {
+                let delivery = consumer.next().await.unwrap();
+                assert_eq!(delivery.event.id, expected.id);
+                delivery.ack().await.unwrap();
+            }
+            let Tailed::Event { event, .. } = tail.next().await.unwrap() else { panic!("a resync") };
+            assert_eq!(event.id, expected.id);
+        }
+        assert_eq!(bus.shared.hot.read_from_log(), 600, "three groups and a tail, each record read once");
+
+        // Below the window (it keeps the newest 512): read from the log.
+        let mut late = bus.subscribe(options("late", NewGroup::Earliest)).await.unwrap();
+        for expected in &events {
+            let delivery = late.next().await.unwrap();
+            assert_eq!(delivery.event.id, expected.id);
+            delivery.ack().await.unwrap();
+        }
+        assert!(bus.shared.hot.read_from_log() > 600, "the late group read the log");
     }
 
     /// A record committed while a read is under way (after its snapshot)

@@ -16,6 +16,7 @@ mod attempts;
 mod consumer;
 mod counts;
 mod dedup;
+mod hot;
 pub(crate) mod record;
 mod tables;
 mod tail;
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     path: PathBuf,
     /// The delivery record, in a file of its own.
     attempts: attempts::AttemptLog,
+    /// The newest log records, read once for every group and tail.
+    hot: hot::HotRecords,
 }
 
 impl Drop for Shared {
@@ -183,6 +186,7 @@ impl EmbeddedBus {
         tracing::info!(path = %file.display(), next_seq = state.next_seq, "embedded bus opened");
         Ok(Self {
             shared: Arc::new(Shared {
+                hot: hot::HotRecords::new(db.clone()),
                 db,
                 tx: Some(tx),
                 writer: Some(writer),

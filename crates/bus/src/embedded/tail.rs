@@ -11,6 +11,7 @@ use hookbridge_event::{Event, EventPattern};
 use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::watch;
 
+use super::hot::Record;
 use super::record;
 use super::tables::{LOG, TIME_INDEX};
 use super::{Shared, storage, to_time};
@@ -34,7 +35,7 @@ pub(crate) struct EmbeddedTail {
     patterns: Vec<EventPattern>,
     /// Seq of the next record to read into `buffer`.
     next: u64,
-    buffer: VecDeque<(u64, Vec<u8>)>,
+    buffer: VecDeque<Record>,
 }
 
 impl EmbeddedTail {
@@ -74,14 +75,8 @@ impl EmbeddedTail {
         let log = txn.open_table(LOG).map_err(storage)?;
         let first = log.first().map_err(storage)?.map_or(head, |(k, _)| k.value());
         let removed = (first > self.next).then_some(first);
-        self.next = self.next.max(first);
-        let mut read = 0;
-        for entry in log.range(self.next..head).map_err(storage)?.take(READ_AHEAD) {
-            let (seq, bytes) = entry.map_err(storage)?;
-            self.buffer.push_back((seq.value(), bytes.value().to_vec()));
-            read += 1;
-        }
-        self.next = if read < READ_AHEAD { head } else { self.buffer.back().map_or(head, |(seq, _)| seq + 1) };
+        drop((log, txn));
+        self.next = self.shared.hot.read(self.next.max(first), head, READ_AHEAD, &mut self.buffer)?;
         Ok(removed)
     }
 }
