@@ -388,6 +388,41 @@ pub(crate) mod tests {
         assert!(bus.shared.hot.read_from_log() > 600, "the late group read the log");
     }
 
+    /// What retention removed is gone from the shared window too: a group
+    /// whose position is below the oldest retained record gets none of the
+    /// removed ones, though they were in the window when it subscribed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn retention_removes_records_from_the_window_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = EmbeddedOptions::new(dir.path());
+        options.retention.max_age = Some(std::time::Duration::from_millis(300));
+        options.maintenance_interval = std::time::Duration::from_secs(3600);
+        let bus = EmbeddedBus::open(options).unwrap();
+        let subscribe = |group: &str| SubscribeOptions {
+            group: group.into(),
+            patterns: vec![EventPattern::All],
+            start: StartFrom::Committed { if_new: NewGroup::Earliest },
+        };
+        let old: Vec<_> = (0..20).map(|_| crate::conformance::event("email.sent")).collect();
+        for event in &old {
+            bus.publish(event).await.unwrap();
+        }
+        // A reader near the head puts the old records in the window.
+        let mut reader = bus.subscribe(subscribe("reader")).await.unwrap();
+        for event in &old {
+            let delivery = reader.next().await.unwrap();
+            assert_eq!(delivery.event.id, event.id);
+            delivery.ack().await.unwrap();
+        }
+        let mut late = bus.subscribe(subscribe("late")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let new = crate::conformance::event("email.delivered");
+        bus.publish(&new).await.unwrap();
+        bus.maintain().await.unwrap();
+        let delivery = late.next().await.unwrap();
+        assert_eq!(delivery.event.id, new.id, "a record retention removed was handed out from the window");
+    }
+
     /// A record committed while a read is under way (after its snapshot)
     /// is read next time, never passed over.
     #[tokio::test(flavor = "current_thread")]

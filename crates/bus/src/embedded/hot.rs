@@ -138,6 +138,18 @@ impl HotRecords {
         Ok(if read < max { head } else { last.map_or(head, |seq| seq + 1) })
     }
 
+    /// Drops the records below `first`, which retention removed from the
+    /// log: a reader below it then reads the log, as without the window.
+    pub(crate) fn forget_below(&self, first: u64) {
+        let mut window = self.window.lock().expect("hot records lock");
+        while window.records.front().is_some_and(|(seq, _)| *seq < first) {
+            let (_, bytes) = window.records.pop_front().expect("a front record");
+            window.bytes -= bytes.len();
+        }
+        window.from = window.from.max(first);
+        window.to = window.to.max(window.from);
+    }
+
     /// Records read from the database so far.
     #[cfg(test)]
     pub(crate) fn read_from_log(&self) -> u64 {

@@ -113,7 +113,7 @@ pub(crate) struct Shared {
     /// The delivery record, in a file of its own.
     attempts: attempts::AttemptLog,
     /// The newest log records, read once for every group and tail.
-    hot: hot::HotRecords,
+    hot: Arc<hot::HotRecords>,
 }
 
 impl Drop for Shared {
@@ -171,8 +171,18 @@ impl EmbeddedBus {
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(state.next_seq);
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let writer =
-            Writer { db: db.clone(), state, head: head_tx, retention: options.retention, dedup, counts, behind: false };
+        let hot = Arc::new(hot::HotRecords::new(db.clone()));
+        let writer = Writer {
+            db: db.clone(),
+            state,
+            head: head_tx,
+            retention: options.retention,
+            dedup,
+            counts,
+            behind: false,
+            hot: hot.clone(),
+            retained_from: None,
+        };
         let writer = std::thread::Builder::new()
             .name("hookbridge-bus-writer".into())
             .spawn(move || writer.run(rx))
@@ -186,7 +196,7 @@ impl EmbeddedBus {
         tracing::info!(path = %file.display(), next_seq = state.next_seq, "embedded bus opened");
         Ok(Self {
             shared: Arc::new(Shared {
-                hot: hot::HotRecords::new(db.clone()),
+                hot,
                 db,
                 tx: Some(tx),
                 writer: Some(writer),

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::counts::{self, TypeCounts};
 use super::dedup::DedupIndex;
+use super::hot::HotRecords;
 use super::record;
 use super::tables::{DEAD_LETTERS, DEDUP_KEYS, DELAYED, GROUPS, LOG, META, STATE, TIME_INDEX, TYPE_COUNTS, meta_get};
 use super::{Retention, now_ms};
@@ -117,6 +118,12 @@ pub(crate) struct Writer {
     /// The last maintenance pass stopped at its limit: more is due, and the
     /// next transaction runs another pass without waiting for the interval.
     pub behind: bool,
+    /// The window of newest records readers share, which forgets what
+    /// retention removed once that is committed.
+    pub hot: Arc<HotRecords>,
+    /// The first seq retention kept, set by a pass that removed records and
+    /// taken once its transaction has committed.
+    pub retained_from: Option<u64>,
 }
 
 /// Changes to the in-memory dedup index made by a transaction, undone if
@@ -196,8 +203,12 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         let mut changes = DedupChanges::default();
         let result = self.write(batch.drain(..), &mut replies, &mut changes);
+        let retained_from = self.retained_from.take();
         match result {
             Ok(()) => {
+                if let Some(first) = retained_from {
+                    self.hot.forget_below(first);
+                }
                 self.head.send_if_modified(|head| {
                     let changed = *head != self.state.next_seq;
                     *head = self.state.next_seq;
@@ -398,6 +409,7 @@ impl Writer {
                 time_index.remove(ms)?;
             }
             counts::forget_below(txn, first)?;
+            self.retained_from = Some(first);
         }
         // The dedup window is independent of retention: an id seen within
         // the window is a duplicate even if its event was already removed.
