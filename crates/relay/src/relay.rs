@@ -40,7 +40,7 @@ pub struct Relay {
     settings: RelaySettings,
     subscribers: HashMap<String, Arc<Subscriber>>,
     replays: Mutex<HashMap<String, Arc<Replay>>>,
-    worker: Worker,
+    worker: Arc<Worker>,
 }
 
 impl Relay {
@@ -96,7 +96,7 @@ impl Relay {
             settings,
             subscribers,
             replays: Mutex::default(),
-            worker: Worker { bus, metrics, recorder, tracker, shutdown },
+            worker: Arc::new(Worker { bus, metrics, recorder, tracker, shutdown }),
         });
         // Subscribe before returning: every event published after start()
         // returns reaches every subscriber (a new group starts at the latest

@@ -107,7 +107,9 @@ pub(crate) fn state_key(subscriber: &str) -> String {
 
 /// What a subscriber's worker needs of the relay: the bus, the metrics, and
 /// the relay's task tracker and shutdown token.
-#[derive(Debug, Clone)]
+/// Shared by a subscriber's loop and its deliveries behind one `Arc`: a
+/// delivery clones one pointer, not the metrics' and the bus's handles.
+#[derive(Debug)]
 pub(crate) struct Worker {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) metrics: RelayMetrics,
@@ -130,7 +132,11 @@ impl Worker {
 
     /// One subscriber's loop: pull an event when the circuit and the
     /// in-flight limit allow, and deliver it in its own task.
-    pub(crate) async fn work(self, sub: Arc<Subscriber>, consumer: Option<Box<dyn hookbridge_bus::Consumer>>) {
+    pub(crate) async fn work(
+        self: Arc<Self>,
+        sub: Arc<Subscriber>,
+        consumer: Option<Box<dyn hookbridge_bus::Consumer>>,
+    ) {
         let mut consumer = match consumer {
             Some(consumer) => consumer,
             None => loop {
@@ -321,7 +327,7 @@ impl Worker {
     /// Works one lane of an ordered subscriber: its events one at a time,
     /// each settled before the next starts. When one is handed back
     /// (shutdown, disabled), so are the rest, in order.
-    async fn lane(self, sub: Arc<Subscriber>, key: String, mut queued: Queued) {
+    async fn lane(self: Arc<Self>, sub: Arc<Subscriber>, key: String, mut queued: Queued) {
         loop {
             let Queued { delivery, _held } = queued;
             let settled = self.deliver_in_order(&sub, delivery).await;
