@@ -68,12 +68,15 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 impl fmt::Display for TraceContext {
+    /// `00-<trace id>-<span id>-<flags>` in lowercase hex, written at once
+    /// (every delivery sends one).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("00-")?;
-        self.trace_id.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
-        f.write_str("-")?;
-        self.span_id.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
-        write!(f, "-{:02x}", self.flags)
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let encoded = hex::encode_to_slice(self.trace_id, &mut text[3..35])
+            .and_then(|()| hex::encode_to_slice(self.span_id, &mut text[36..52]))
+            .and_then(|()| hex::encode_to_slice([self.flags], &mut text[53..55]));
+        encoded.map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
