@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use hookbridge_event::Event;
 use hookbridge_event::trace::{self, SpanKind, TraceContext};
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 
 use secrecy::ExposeSecret;
 
@@ -130,35 +130,47 @@ impl Endpoint {
 /// trace `trace`: the structured CloudEvent, the Standard Webhooks headers
 /// (`webhook-id`, `webhook-timestamp`, `webhook-signature` when the
 /// subscriber has secrets) and the subscriber's own headers. Pure: no I/O,
-/// no clock.
+/// no clock. Built on the subscriber's parsed URL, so no delivery parses it
+/// again.
 pub fn build_request(
     settings: &SubscriberSettings,
     event: &Event,
     timestamp: i64,
     trace: &TraceContext,
-) -> http::Request<Vec<u8>> {
+) -> reqwest::Request {
     let body = event.to_json();
-    let mut request = http::Request::post(settings.url.as_str())
-        .header(CONTENT_TYPE, CLOUDEVENTS_JSON)
-        .header("webhook-id", &event.id)
-        .header("webhook-timestamp", timestamp)
-        .header("traceparent", trace.to_string());
+    let mut request = reqwest::Request::new(http::Method::POST, settings.url.clone());
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(CLOUDEVENTS_JSON));
+    headers.insert(WEBHOOK_ID, header_value(&event.id));
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+    headers.insert(TRACEPARENT, header_value(&trace.to_string()));
     if !settings.secrets.is_empty() {
-        request = request.header("webhook-signature", signature_header(&settings.secrets, &event.id, timestamp, &body));
+        headers
+            .insert(WEBHOOK_SIGNATURE, header_value(&signature_header(&settings.secrets, &event.id, timestamp, &body)));
     }
     for (name, value) in &settings.headers {
-        request = request.header(name, value);
+        headers.append(name.clone(), value.clone());
     }
-    // Every part was validated when the settings were built (the URL is
-    // http(s), the headers are valid): building cannot fail.
-    request.body(body).expect("a delivery request from validated settings")
+    *request.body_mut() = Some(body.into());
+    request
 }
 
-async fn execute(client: &reqwest::Client, request: http::Request<Vec<u8>>) -> Attempt {
-    let request = match reqwest::Request::try_from(request) {
-        Ok(request) => request,
-        Err(error) => return Attempt::Failed { error: describe(&error.without_url()) },
-    };
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// `text` as a header value; a control character in it (an event id a
+/// provider sent with one) is escaped (`\n`), so the delivery goes out
+/// instead of failing on every attempt.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| {
+        HeaderValue::from_str(&text.escape_default().to_string()).expect("escaped text is printable ASCII")
+    })
+}
+
+async fn execute(client: &reqwest::Client, request: reqwest::Request) -> Attempt {
     match client.execute(request).await {
         Ok(mut response) => {
             let status = response.status().as_u16();
@@ -321,14 +333,15 @@ mod tests {
             build_request(&settings(vec![SigningSecret::parse(SECRET).unwrap()]), &event, 1_700_000_000, &trace);
 
         assert_eq!(request.method(), http::Method::POST);
-        assert_eq!(request.uri(), "https://billing.example/hooks?k=v");
+        assert_eq!(request.url().as_str(), "https://billing.example/hooks?k=v");
+        let body = request.body().and_then(reqwest::Body::as_bytes).expect("a body in memory");
         let h = request.headers();
         assert_eq!(h[CONTENT_TYPE], CLOUDEVENTS_JSON);
         assert_eq!(h["webhook-id"], event.id.as_str());
         assert_eq!(h["webhook-timestamp"], "1700000000");
         assert_eq!(h["traceparent"], trace.to_string().as_str());
         assert_eq!(h[http::header::AUTHORIZATION], "Bearer s3cret");
-        assert_eq!(request.body(), &event.to_json());
+        assert_eq!(body, event.to_json().as_slice());
         // Signed over `id.timestamp.body` with the subscriber's secret: a
         // receiver holding it accepts, one holding another key does not.
         let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
@@ -338,13 +351,22 @@ mod tests {
                 get("webhook-id"),
                 get("webhook-timestamp"),
                 get("webhook-signature"),
-                request.body(),
+                body,
                 1_700_000_000,
                 300,
             )
         };
         assert_eq!(check(SECRET), Ok(()));
         assert!(check("whsec_aG9va2JyaWRnZS1jaGFvcy1hbGxob29rYnJpZGdlLWM=").is_err());
+    }
+
+    #[test]
+    fn an_id_with_a_control_character_is_sent_escaped() {
+        let mut event = event("email.sent");
+        event.id = "abc\ndef".into();
+        let trace = TraceContext::parse(TRACE).unwrap();
+        let request = build_request(&settings(Vec::new()), &event, 1, &trace);
+        assert_eq!(request.headers()["webhook-id"], "abc\\ndef");
     }
 
     #[test]

@@ -175,7 +175,7 @@ impl TokenSource {
 }
 
 /// Sets the `Authorization` header of a delivery.
-pub(crate) fn authorize(request: &mut http::Request<Vec<u8>>, header: HeaderValue) {
+pub(crate) fn authorize(request: &mut reqwest::Request, header: HeaderValue) {
     request.headers_mut().insert(AUTHORIZATION, header);
 }
 
