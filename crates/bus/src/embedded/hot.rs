@@ -87,7 +87,7 @@ impl HotRecords {
             // Below the window: read, and leave the window to the readers
             // near the head.
             drop(window);
-            return self.read_log(from, head, max, out, |_| {});
+            return self.read_log(from, head, max, out);
         }
         if from > window.to {
             // Past the window (the writer moved on while nobody read): the
@@ -105,37 +105,40 @@ impl HotRecords {
             return Ok(head);
         }
         // The rest comes from the database, from the window's end on, and
-        // joins the window.
-        let at = window.to;
-        let next = self.read_log(at, head, max - taken, out, |record| window.push(record.clone()))?;
+        // joins the window once the whole read has succeeded (a failed read
+        // leaves the window as it was, so nothing in it is there twice).
+        let (at, read_from) = (window.to, out.len());
+        let next = self.read_log(at, head, max - taken, out)?;
+        out.range(read_from..).for_each(|record| window.push(record.clone()));
         window.to = next;
         Ok(next)
     }
 
-    fn read_log(
-        &self,
-        from: u64,
-        head: u64,
-        max: usize,
-        out: &mut VecDeque<Record>,
-        mut keep: impl FnMut(&Record),
-    ) -> Result<u64> {
+    /// Reads from the log into `out`; on an error `out` is left as it was,
+    /// so the records are read again next time, not handed out twice.
+    fn read_log(&self, from: u64, head: u64, max: usize, out: &mut VecDeque<Record>) -> Result<u64> {
+        let before = out.len();
+        let read = self.read_log_into(from, head, max, out);
+        if read.is_err() {
+            out.truncate(before);
+        }
+        let read = read?;
+        self.read_from_log.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(if read < max { head } else { out.back().map_or(head, |(seq, _)| seq + 1) })
+    }
+
+    fn read_log_into(&self, from: u64, head: u64, max: usize, out: &mut VecDeque<Record>) -> Result<usize> {
         let txn = self.db.begin_read().map_err(storage)?;
         #[cfg(test)]
         super::consumer::tests::AFTER_SNAPSHOT.with(|hook| hook.borrow_mut().take().map(|f| f()));
         let log = txn.open_table(LOG).map_err(storage)?;
         let mut read = 0;
-        let mut last = None;
         for entry in log.range(from..head).map_err(storage)?.take(max) {
             let (seq, bytes) = entry.map_err(storage)?;
-            let record: Record = (seq.value(), Arc::from(bytes.value()));
-            keep(&record);
-            last = Some(record.0);
-            out.push_back(record);
+            out.push_back((seq.value(), Arc::from(bytes.value())));
             read += 1;
         }
-        self.read_from_log.fetch_add(read as u64, Ordering::Relaxed);
-        Ok(if read < max { head } else { last.map_or(head, |seq| seq + 1) })
+        Ok(read)
     }
 
     /// Drops the records below `first`, which retention removed from the
